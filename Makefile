@@ -1,0 +1,42 @@
+# hiergen: `make demo` sets up and runs the main job, `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.hiergen-installed
+PROMPT ?= a large red circle moves right then up quickly
+
+.PHONY: setup demo test test-fast clean help
+
+help:
+	@echo "make setup   create $(VENV) with hiergen[train,dev] (CPU torch 2.13.0 unless a GPU is present)"
+	@echo "make demo    set up, then render PROMPT to out/demo.mp4, .gif and a contact sheet"
+	@echo "make test    set up, then run the test suite"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+	  echo "GPU found: installing CUDA torch and onnxruntime-gpu"; \
+	  $(BIN)/pip install -q torch==2.13.0 && $(BIN)/pip install -q -e '.[train,gpu,dev]'; \
+	else \
+	  echo "no GPU: installing the CPU build of torch 2.13.0"; \
+	  ( $(BIN)/pip install -q 'torch==2.13.0+cpu' 2>/dev/null || $(BIN)/pip install -q torch==2.13.0 ) && \
+	  $(BIN)/pip install -q -e '.[train,dev]'; \
+	fi
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p out
+	$(BIN)/hiergen synth --caption "$(PROMPT)" -o out/demo.mp4
+	$(BIN)/hiergen synth --caption "$(PROMPT)" -o out/demo.gif
+	$(BIN)/hiergen synth --caption "$(PROMPT)" -o out/demo.png
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

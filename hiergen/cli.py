@@ -1,0 +1,216 @@
+"""`hiergen` command line: argument parsing only; each command calls typed functions.
+
+Commands that need torch import it inside their handler, so `hiergen --help`,
+`hiergen info`, `synth` and `eval` run on the base (torch-free) install.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  hiergen info                                         what this machine can run
+  hiergen synth --caption "a small red circle moves left quickly" -o clip.mp4
+  hiergen synth --n 2000 --out data/synth              a captioned training set
+  hiergen eval --synth 500                             analyzer accuracy on ground truth
+  hiergen train vqvae --out checkpoints/vqvae          train the frame tokenizer
+  hiergen tokenize --data data/synth --vqvae checkpoints/vqvae/final.safetensors --out data/tokens
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _fail(msg: str) -> int:
+    print(f"hiergen: error: {msg}", file=sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------- info
+def cmd_info(args) -> int:
+    from hiergen.sysinfo import collect, format_info
+    print(format_info(collect()))
+    return 0
+
+
+# ---------------------------------------------------------------- synth
+def cmd_synth(args) -> int:
+    from hiergen.captions import CaptionError, parse
+    from hiergen.data import DatasetError, write_synth_dataset
+    from hiergen.runtime.video import VideoError, save_video
+    from hiergen.synth import render
+
+    if (args.caption is None) == (args.n is None):
+        return _fail("give either --caption TEXT -o FILE (one preview clip) or --n N --out DIR (a dataset)")
+    try:
+        if args.caption is not None:
+            if not args.output:
+                return _fail("--caption needs -o FILE (.mp4, .gif or .png contact sheet)")
+            clip = render(parse(args.caption), seed=args.seed, size=args.size, textured=args.textured)
+            path = save_video(clip.frames, args.output, clip.fps, clip.caption, scale=args.scale)
+            print(f"wrote {path}: {clip.n_frames} frames at {clip.fps:g} fps ({clip.duration_s:.2f} s), "
+                  f"{args.size}x{args.size}: {clip.caption}")
+            return 0
+        if not args.out:
+            return _fail("--n needs --out DIR")
+        ds = write_synth_dataset(args.out, args.n, size=args.size, textured=args.textured,
+                                 start_seed=args.seed, force=args.force)
+        splits = {s: sum(r.split == s for r in ds.records) for s in ("train", "val", "test")}
+        held = sum(r.held_out for r in ds.records)
+        print(f"wrote {ds.root}: {len(ds)} clips ({splits['train']} train, {splits['val']} val, "
+              f"{splits['test']} test; {held} with held-out colour/shape pairs)")
+        return 0
+    except (CaptionError, DatasetError, VideoError, ValueError) as e:
+        return _fail(str(e))
+
+
+def cmd_import_videos(args) -> int:
+    from hiergen.data import DatasetError, write_video_dataset
+    try:
+        ds = write_video_dataset(args.folder, args.captions, args.out, size=args.size, force=args.force,
+                                 strict_captions=args.strict)
+    except (DatasetError, ValueError) as e:
+        return _fail(str(e))
+    print(f"wrote {ds.root}: {len(ds)} clips at 16 fps, {args.size}x{args.size}")
+    return 0
+
+
+# ---------------------------------------------------------------- eval
+def cmd_eval(args) -> int:
+    from hiergen.evaluation import EvalError, run_clip_eval
+    try:
+        return run_clip_eval(clips_dir=args.clips, n_synth=args.synth, split=args.split,
+                             mp4_roundtrip=args.mp4_roundtrip, size=args.size, textured=args.textured,
+                             json_path=args.json, plot_path=args.plot, markdown_path=args.markdown)
+    except EvalError as e:
+        return _fail(str(e))
+
+
+# ---------------------------------------------------------------- training (torch)
+def _needs_torch() -> str | None:
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        return "this command needs PyTorch: install the training extra with `pip install 'hiergen[train]'` (or `make setup`)"
+    return None
+
+
+def cmd_train(args) -> int:
+    if (msg := _needs_torch()):
+        return _fail(msg)
+    from hiergen.training import commands
+    if args.model == "vqvae":
+        return commands.cmd_train_vqvae(out=args.out, steps=args.steps, batch=args.batch, lr=args.lr,
+                                        seed=args.seed, data=args.data, codebook=args.codebook,
+                                        resume=not args.restart)
+    return _fail(f"unknown model {args.model!r}")
+
+
+def cmd_tokenize(args) -> int:
+    if (msg := _needs_torch()):
+        return _fail(msg)
+    from hiergen.training import commands
+    return commands.cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out)
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hiergen", formatter_class=_Formatter, epilog=EPILOG,
+        description="Hierarchical text-to-video (CogVideo-style): synthetic data, training, "
+                    "ONNX export and an edge runtime.")
+    from hiergen import __version__
+    p.add_argument("--version", action="version", version=f"hiergen {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    s = sub.add_parser("info", help="print versions, ONNX Runtime providers and whether CUDA/TensorRT are usable",
+                       formatter_class=_Formatter)
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("synth", help="render captioned synthetic clips: one preview or a whole dataset",
+                       formatter_class=_Formatter,
+                       description="Render a caption to a clip (--caption, -o) or a dataset of clips (--n, --out).",
+                       epilog="captions: 'a <small|large> <colour> <circle|square|triangle> <motion> [slowly|quickly]'\n"
+                              "colours: red orange yellow green cyan blue purple white\n"
+                              "motions: moves left|right|up|down, moves X then Y (perpendicular), bounces, stays still")
+    s.add_argument("--caption", help="render this caption")
+    s.add_argument("-o", "--output", help="preview file for --caption: .mp4, .gif or .png (contact sheet)")
+    s.add_argument("--n", type=int, help="number of clips for a dataset")
+    s.add_argument("--out", help="dataset folder to create (clips + index.jsonl; see hiergen/data.py)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the preview clip, or first seed of the dataset")
+    s.add_argument("--size", type=int, default=64, help="frame side in pixels (multiple of 8, 16..256)")
+    s.add_argument("--scale", type=int, default=4, help="enlarge the preview by this factor (nearest neighbour)")
+    s.add_argument("--textured", action="store_true", help="textured dark background instead of a plain one")
+    s.add_argument("--force", action="store_true", help="replace an existing dataset folder")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("import-videos", help="turn your own captioned videos into a training dataset",
+                       formatter_class=_Formatter,
+                       description="Read videos listed in a JSONL of {\"path\", \"caption\"} lines (paths relative "
+                                   "to FOLDER), centre-crop, resize and resample them to 16 fps. Unreadable files "
+                                   "are skipped with a warning.")
+    s.add_argument("folder")
+    s.add_argument("captions", help="JSONL file, one {\"path\": ..., \"caption\": ...} per line")
+    s.add_argument("--out", required=True, help="dataset folder to create")
+    s.add_argument("--size", type=int, default=64)
+    s.add_argument("--strict", action="store_true", help="skip videos whose caption is not in the caption grammar")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_import_videos)
+
+    s = sub.add_parser("eval", help="check clips against their captions with the clip analyzer",
+                       formatter_class=_Formatter,
+                       description="Run the OpenCV clip analyzer on clips and score colour, shape, size, motion "
+                                   "and speed against the captions; the same clips with shuffled captions give "
+                                   "the chance floor.")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--clips", help="a dataset folder (hiergen synth --out / import-videos)")
+    src.add_argument("--synth", type=int, metavar="N", help="render N ground-truth clips of the test split")
+    s.add_argument("--split", choices=("train", "val", "test", "all"), default="all", help="split of --clips")
+    s.add_argument("--mp4-roundtrip", action="store_true", help="encode and decode every clip as MP4 first")
+    s.add_argument("--size", type=int, default=64, help="frame side for --synth")
+    s.add_argument("--textured", action="store_true", help="textured backgrounds for --synth")
+    s.add_argument("--json", help="write the report as JSON here")
+    s.add_argument("--plot", help="write the accuracy-by-frame plot (PNG) here")
+    s.add_argument("--markdown", help="write the table as markdown here")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("train", help="train a model (vqvae: the frame tokenizer)", formatter_class=_Formatter,
+                       description="Train with checkpoints and resume: re-running the same command after a kill "
+                                   "continues where it stopped.")
+    s.add_argument("model", choices=("vqvae",), help="which model to train")
+    s.add_argument("--out", required=True, help="checkpoint folder")
+    s.add_argument("--data", help="dataset folder (default: render training clips on the fly)")
+    s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
+    s.add_argument("--batch", type=int, default=None, help="batch size (default: the recipe's)")
+    s.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
+    s.add_argument("--codebook", type=int, default=None, help="codebook entries (vqvae)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start afresh")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("tokenize", help="encode a dataset into token shards for transformer training",
+                       formatter_class=_Formatter)
+    s.add_argument("--data", required=True, help="dataset folder")
+    s.add_argument("--vqvae", required=True, help="tokenizer checkpoint (.safetensors)")
+    s.add_argument("--out", required=True, help="token shard folder")
+    s.set_defaults(func=cmd_tokenize)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+import json
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from hiergen.cli import build_parser, main
+
+
+def test_help_lists_every_command_with_one_line(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        assert name in out
+        assert any(a.help for a in sub._choices_actions if a.dest == name)
+
+
+def test_base_modules_never_import_torch():
+    code = ("import sys, hiergen.cli, hiergen.synth, hiergen.data, hiergen.rates, hiergen.runtime.video, "
+            "hiergen.sysinfo, hiergen.progress; hiergen.cli.main(['info']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "onnxruntime" in r.stdout and "CUDA usable" in r.stdout
+
+
+def test_synth_preview_writes_a_readable_mp4(tmp_path, capsys):
+    out = tmp_path / "c.mp4"
+    assert main(["synth", "--caption", "a small red circle moves left quickly", "-o", str(out), "--seed", "3"]) == 0
+    cap = cv2.VideoCapture(str(out))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert f"wrote {out}: {n} frames" in capsys.readouterr().out
+
+
+def test_synth_dataset(tmp_path, capsys):
+    assert main(["synth", "--n", "6", "--out", str(tmp_path / "ds")]) == 0
+    assert len((tmp_path / "ds" / "index.jsonl").read_text().splitlines()) == 6
+    assert main(["synth", "--n", "6", "--out", str(tmp_path / "ds")]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["synth", "--caption", "a small red blob moves left quickly", "-o", "X.mp4"], "unknown word(s) 'blob'"),
+    (["synth", "--caption", "a small red circle stays still", "-o", "X.mp4", "--size", "1000"], "out of range"),
+    (["synth", "--caption", "a small red circle stays still", "-o", "nodir/X.mp4"], "does not exist"),
+    (["synth", "--caption", "a small red circle stays still", "-o", "X.avi"], "use .mp4, .gif or .png"),
+    (["synth", "--caption", "a small red circle stays still"], "needs -o"),
+    (["synth"], "give either"),
+])
+def test_synth_bad_input(tmp_path, monkeypatch, capsys, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert fragment in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from hiergen.rates import RATES, interp_rates, keyframe_rate, sample_interp, sample_keyframes, span, window
+
+
+def test_keyframe_rate_is_the_lowest_that_fits():
+    assert keyframe_rate(4) is None
+    assert keyframe_rate(5) == 16
+    assert keyframe_rate(8) == 16
+    assert keyframe_rate(9) == 8
+    assert keyframe_rate(17) == 4
+    assert keyframe_rate(32) == 4
+    assert keyframe_rate(33) == 2
+    assert keyframe_rate(64) == 2
+    assert keyframe_rate(65) == 1
+    assert keyframe_rate(500) == 1
+
+
+@pytest.mark.parametrize("n_frames", list(range(5, 140, 3)))
+def test_keyframe_windows_span_most_of_the_clip(n_frames):
+    rng = np.random.default_rng(n_frames)
+    rate, idx = sample_keyframes(n_frames, rng)
+    assert len(idx) == 5 and idx[0] >= 0 and idx[-1] < n_frames
+    assert np.all(np.diff(idx) == 16 // rate)
+    # The next lower rate would not fit, so the window covers at least half the clip (or the rate is 1 fps).
+    lower = [r for r in RATES if r < rate]
+    if lower:
+        assert span(lower[-1]) > n_frames
+        assert idx[-1] - idx[0] + 1 > (n_frames - 1) / 2
+
+
+@pytest.mark.parametrize("n_frames", [9, 17, 25, 33, 65, 129])
+def test_interp_windows_use_higher_rates_anywhere(n_frames):
+    rng = np.random.default_rng(0)
+    key = keyframe_rate(n_frames)
+    seen_rates, starts = set(), set()
+    for _ in range(200):
+        rate, idx = sample_interp(n_frames, rng)
+        assert rate > key and idx[-1] < n_frames and np.all(np.diff(idx) == 16 // rate)
+        seen_rates.add(rate)
+        starts.add(int(idx[0]))
+    assert seen_rates == set(interp_rates(n_frames))
+    assert len(starts) > 1
+
+
+def test_no_interp_window_when_native_rate_is_the_keyframe_rate():
+    assert sample_interp(6, np.random.default_rng(0)) is None
+
+
+def test_bad_rate_and_window():
+    with pytest.raises(ValueError, match="unknown frame rate"):
+        span(3)
+    with pytest.raises(ValueError, match="need 65 native frames"):
+        window(20, 1, 0)
