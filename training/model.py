@@ -1,0 +1,232 @@
+"""The dual-channel transformer (CogVideo at small scale): modules only.
+
+One class serves the three models; `Kind` says which attention-plus pattern it
+has (training/masks.py). The backbone (embeddings, norms, attention-base,
+MLPs, head) is the text-to-image model and is frozen in the video models;
+attention-plus, its gate `w` and the temporal position table are new.
+
+Inputs are explicit: tokens and their position codes (masks.py), and for
+cached decoding the static KV caches of both channels, indexed by position
+code. Image slots are fed the PREVIOUS token of their own frame (a <start>
+token at each frame's first slot), and the logits at an image slot predict
+that slot's own token, so every query sits where its token goes and Swin
+windows select the neighbourhood of the token being generated. A frame's last
+token is therefore never an input (it is only ever predicted).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hiergen.config import Kind, ModelConfig
+from hiergen.training.masks import base_visible, decode, plus_visible
+
+
+@dataclass
+class KVCache:
+    """Static caches, one slot per position code: (n_layer, B, n_head, seq_len, head_dim) each."""
+    k_base: torch.Tensor
+    v_base: torch.Tensor
+    k_plus: torch.Tensor | None = None
+    v_plus: torch.Tensor | None = None
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, kind: Kind, batch: int, dtype=torch.float32, device=None) -> "KVCache":
+        shape = (cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.head_dim)
+        z = lambda: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
+        return cls(z(), z(), *((z(), z()) if kind != Kind.T2I else (None, None)))
+
+
+class Attention(nn.Module):
+    """Projections of one attention channel; the pattern comes from the mask."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def heads(self, x: torch.Tensor):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)
+        return [t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v)]  # 3 x (B, H, T, hd)
+
+    def forward(self, q, k, v, mask: torch.Tensor) -> torch.Tensor:
+        # q (B, H, Tq, hd), k/v (B, H, Tk, hd), mask (B, Tq, Tk) bool, True = may attend
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))   # (B, H, Tq, hd)
+        B, H, T, hd = y.shape
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))                  # (B, Tq, C)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model)
+        self.out = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model)
+
+    def forward(self, x):
+        return self.out(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, dual: bool):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.base = Attention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+        self.plus = Attention(cfg) if dual else None
+        # a = sigmoid(w) mixes the channels for image tokens; w = 0 starts at an even mix.
+        self.w = nn.Parameter(torch.zeros(cfg.d_model)) if dual else None
+
+    def forward(self, x, is_text, masks, cache_kv=None):
+        """x (B, T, C); masks: (base, plus) bool (B, T, Tk); cache_kv: per channel (k, v) cached or None.
+
+        Returns the new x and the new tokens' keys/values per channel (k, v), each (B, H, T, hd).
+        """
+        h = self.ln1(x)
+        out, new_kv = [], []
+        for i, attn in enumerate((self.base, self.plus)):
+            if attn is None:
+                continue
+            q, k, v = attn.heads(h)
+            new_kv.append((k, v))
+            if cache_kv is not None:
+                k = torch.cat([cache_kv[i][0], k], dim=2)
+                v = torch.cat([cache_kv[i][1], v], dim=2)
+            out.append(attn(q, k, v, masks[i]))
+        if self.plus is None:
+            mixed = out[0]
+        else:
+            a = torch.sigmoid(self.w)
+            mixed = torch.where(is_text.unsqueeze(-1), out[0], a * out[0] + (1 - a) * out[1])
+        x = x + mixed
+        x = x + self.mlp(self.ln2(x))
+        return x, new_kv
+
+
+class DualTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, kind: Kind):
+        super().__init__()
+        self.cfg, self.kind = cfg, Kind(kind)
+        d = cfg.d_model
+        self.tok_text = nn.Embedding(cfg.text_vocab, d)
+        self.tok_image = nn.Embedding(cfg.image_vocab + 1, d)   # + <start> at index image_vocab
+        self.pos_text = nn.Parameter(torch.randn(cfg.text_len, d) * 0.02)
+        self.pos_image = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)
+        dual = self.kind != Kind.T2I
+        # New temporal table, zero at start: frame positions begin as tiled copies of the image positions.
+        self.pos_time = nn.Parameter(torch.zeros(cfg.n_frames, d)) if dual else None
+        self.blocks = nn.ModuleList(Block(cfg, dual) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.image_vocab, bias=False)
+        self.apply(self._init)
+        if dual:
+            self.init_plus_from_base()
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    @property
+    def start_token(self) -> int:
+        return self.cfg.image_vocab
+
+    # ------------------------------------------------------------ parameters
+    def is_backbone(self, name: str) -> bool:
+        return not (name == "pos_time" or ".plus." in name or name.endswith(".w"))
+
+    def backbone_state(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.state_dict().items() if self.is_backbone(n)}
+
+    def video_state(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.state_dict().items() if not self.is_backbone(n)}
+
+    @torch.no_grad()
+    def init_plus_from_base(self) -> None:
+        """Plus-QKV as a copy of base QKV; plus output projection random (std 0.02); w = 0."""
+        for b in self.blocks:
+            b.plus.qkv.load_state_dict(b.base.qkv.state_dict())
+            nn.init.normal_(b.plus.proj.weight, std=0.02)
+            nn.init.zeros_(b.plus.proj.bias)
+            b.w.zero_()
+
+    def freeze_backbone(self) -> None:
+        for n, p in self.named_parameters():
+            p.requires_grad_(not self.is_backbone(n))
+
+    # ------------------------------------------------------------ forward
+    def embed(self, tokens: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens/codes (B, T) -> x (B, T, C), is_text (B, T)."""
+        pos = decode(codes, self.cfg)
+        is_text = pos["text"]
+        t_ids = torch.where(is_text, tokens, torch.zeros_like(tokens))
+        i_ids = torch.where(is_text, torch.zeros_like(tokens), tokens)
+        p_text = self.pos_text[torch.where(is_text, codes, torch.zeros_like(codes))]
+        p_image = self.pos_image[pos["within"]]
+        if self.pos_time is not None:
+            p_image = p_image + self.pos_time[pos["frame"]]
+        text = self.tok_text(t_ids) + p_text
+        image = self.tok_image(i_ids) + p_image
+        return torch.where(is_text.unsqueeze(-1), text, image), is_text
+
+    def masks(self, q_codes: torch.Tensor, k_codes: torch.Tensor, valid: torch.Tensor | None = None):
+        """Per layer (base, plus) masks (B, Tq, Tk); `valid` (B, Tk) drops keys not yet written."""
+        base = base_visible(q_codes, k_codes, self.cfg, self.kind)
+        if valid is not None:
+            base = base & valid.unsqueeze(1)
+        if self.kind == Kind.T2I:
+            return [(base, None)] * self.cfg.n_layer
+        plus = []
+        for parity in (0, 1):
+            m = plus_visible(q_codes, k_codes, self.cfg, self.kind, parity)
+            plus.append(m & valid.unsqueeze(1) if valid is not None else m)
+        return [(base, plus[i % 2]) for i in range(self.cfg.n_layer)]
+
+    def forward(self, tokens: torch.Tensor, codes: torch.Tensor, cache: KVCache | None = None):
+        """tokens, codes (B, T) int64 -> logits over image tokens (B, T, image_vocab), new KV.
+
+        Without a cache the tokens attend among themselves (training, or a
+        prefill from scratch). With a cache they also attend to the cached
+        slots; a slot is valid when some earlier step wrote it, i.e. visible by
+        the rules and not among the codes being written now.
+        """
+        x, is_text = self.embed(tokens, codes)
+        if cache is None:
+            layer_masks = self.masks(codes, codes)
+            caches = [None] * self.cfg.n_layer
+        else:
+            slots = torch.arange(self.cfg.seq_len, device=codes.device).expand(codes.shape[0], -1)  # (B, L)
+            writing = (slots.unsqueeze(1) == codes.unsqueeze(2)).any(dim=1)                        # (B, L)
+            cache_masks = self.masks(codes, slots, ~writing)
+            new_masks = self.masks(codes, codes)
+            layer_masks = [tuple(None if c is None else torch.cat([c, n], dim=-1) for c, n in zip(cm, nm))
+                           for cm, nm in zip(cache_masks, new_masks)]
+            caches = [((cache.k_base[i], cache.v_base[i]),
+                       (cache.k_plus[i], cache.v_plus[i]) if cache.k_plus is not None else None)
+                      for i in range(self.cfg.n_layer)]
+        new_kv = []
+        for block, masks, ckv in zip(self.blocks, layer_masks, caches):
+            x, kv = block(x, is_text, masks, ckv)
+            new_kv.append(kv)
+        logits = self.head(self.ln_f(x))
+        return logits, new_kv
+
+
+def shift_frames(frames: torch.Tensor, start_token: int) -> torch.Tensor:
+    """Image tokens (B, F, P) -> slot inputs (B, F, P): each frame's tokens moved one slot right, <start> first."""
+    start = torch.full_like(frames[..., :1], start_token)
+    return torch.cat([start, frames[..., :-1]], dim=-1)
+
+
+def n_params(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
