@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from hiergen.config import Kind, ModelConfig
+from hiergen.synth import caption_for
+from hiergen.tokenizer import TextTokenizer
+from hiergen.training import checkpoint as ckpt
+from hiergen.training.sequences import IGNORE, TokenClip, make_batch
+from hiergen.training.train_transformer import Recipe, TrainError, load_model, train
+
+TOK = TextTokenizer.default()
+CFG = ModelConfig(text_vocab=len(TOK.vocab), image_vocab=16, text_len=TOK.prefix_len, grid=4,
+                  d_model=32, n_head=2, n_layer=2, window=2)
+
+
+def fake_clips(n=12, seed=0):
+    """Token clips with a caption-dependent background and a cell that moves over time:
+    the backbone can learn the background, only the video models can place the cell."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in range(n):
+        cap = caption_for(s)
+        length = int(rng.integers(20, 80))
+        tokens = np.full((length, 4, 4), len(cap.colour) % 8, np.int64)
+        start = int(rng.integers(16))
+        for t in range(length):
+            tokens[t].flat[(start + t // 2) % 16] = 15
+        out.append(TokenClip(cap.text, tokens))
+    return out
+
+
+def test_batches_put_loss_on_the_right_frames():
+    rng = np.random.default_rng(0)
+    for kind, n_loss in [(Kind.T2I, 16), (Kind.KEYFRAME, 64), (Kind.INTERP, 32)]:
+        b = make_batch(fake_clips(), kind, CFG, TOK, rng, batch=3)
+        assert b.tokens.shape == b.codes.shape == b.targets.shape
+        assert int((b.targets[0] != IGNORE).sum()) == n_loss
+        assert torch.all(b.targets[:, :CFG.text_len] == IGNORE)
+
+
+@pytest.mark.slow
+def test_three_models_train_with_falling_loss_and_resume_bit_exactly(tmp_path):
+    clips = fake_clips()
+    r = Recipe(steps=16, batch=8, lr=3e-3, warmup=2, ckpt_every=8, eval_every=8)
+    t2i = train(Kind.T2I, CFG, clips, clips, tmp_path, r, show_progress=False)
+    key = train(Kind.KEYFRAME, CFG, clips, clips, tmp_path, r, backbone=t2i, show_progress=False)
+    interp = train(Kind.INTERP, CFG, clips, clips, tmp_path, r, backbone=t2i, show_progress=False)
+    for path in (t2i, key, interp):
+        val = ckpt.load(path).extra["history"]["val_loss"]    # fixed validation batches
+        print(path.name, "validation loss", val)
+        assert val[-1] < val[0] - 0.01
+        model = load_model(path)
+        assert model.kind.value == ckpt.load(path).kind
+    # Backbone untouched by video training:
+    base = ckpt.load(t2i).model_state
+    assert all(torch.equal(load_model(key).state_dict()[n], t) for n, t in base.items())
+
+    # Kill the same run right after its step-8 checkpoint, resume: identical weights.
+    import hiergen.training.train_transformer as tt
+
+    def killing_lr_at(step, recipe):
+        if step == 8:
+            raise KeyboardInterrupt("killed")
+        return real_lr_at(step, recipe)
+    real_lr_at = tt.lr_at
+    other = tmp_path / "resumed"
+    tt.lr_at = killing_lr_at
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(Kind.KEYFRAME, CFG, clips, clips, other, r, backbone=t2i, show_progress=False)
+    finally:
+        tt.lr_at = real_lr_at
+    assert not (other / "keyframe.safetensors").exists()
+    resumed = train(Kind.KEYFRAME, CFG, clips, clips, other, r, backbone=t2i, show_progress=False)
+    a, b = ckpt.load(key).model_state, ckpt.load(resumed).model_state
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_bad_setups_fail_before_training(tmp_path):
+    clips = fake_clips(4)
+    with pytest.raises(TrainError, match="needs the trained backbone"):
+        train(Kind.KEYFRAME, CFG, clips, clips, tmp_path, Recipe(steps=1), show_progress=False)
+    bad = ModelConfig(**{**CFG.to_dict(), "text_len": 5})
+    with pytest.raises(TrainError, match="set text_len=11"):
+        train(Kind.T2I, bad, clips, clips, tmp_path, Recipe(steps=1), show_progress=False)
+    with pytest.raises(TrainError, match="no clip can give"):
+        train(Kind.T2I, CFG, [TokenClip("a small red circle stays still", np.zeros((3, 4, 4), np.int64))], [],
+              tmp_path, Recipe(steps=1), show_progress=False)
+    with pytest.raises(ValueError, match="unknown frame rate 3"):
+        TOK.encode("a small red circle stays still", 3)
+    assert not list(tmp_path.iterdir())
