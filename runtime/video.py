@@ -35,15 +35,24 @@ def _upscale(frames: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside `path` (same suffix); rename it over `path` on success."""
+def check_writable(path: str | os.PathLike) -> Path:
+    """Raise VideoError unless a file can be created at `path`; call it before long work."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise VideoError(f"cannot write {path}: folder {parent} does not exist (create it first)")
     if not os.access(parent, os.W_OK):
         raise VideoError(f"cannot write {path}: folder {parent} is not writable (choose another output path)")
+    if path.is_dir():
+        raise VideoError(f"cannot write {path}: it is a folder (give a file name)")
+    return parent
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path` (same suffix); rename it over `path` on success."""
+    path = Path(path)
+    parent = check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=parent)
     os.close(fd)
     try:

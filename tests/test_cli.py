@@ -55,3 +55,33 @@ def test_synth_bad_input(tmp_path, monkeypatch, capsys, argv, fragment):
     assert main(argv) == 2
     assert fragment in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_synth_writes_json_plot_and_markdown(tmp_path, capsys):
+    js, png, md = tmp_path / "e.json", tmp_path / "e.png", tmp_path / "e.md"
+    assert main(["eval", "--synth", "12", "--json", str(js), "--plot", str(png), "--markdown", str(md)]) == 0
+    report = json.loads(js.read_text())
+    assert report["n"] == 12 and set(report["accuracy"]) >= {"colour", "shape", "size", "motion"}
+    assert all(0 <= v <= 1 for v in report["accuracy"].values()) and len(report["by_frame"]) == 33
+    assert report["shuffled_captions"]["n"] == 12 and report["source"]["synth"] == 12
+    assert cv2.imread(str(png)) is not None and "| captions | 12 |" in md.read_text()
+
+
+def test_eval_dataset_split_and_mp4_roundtrip(tmp_path, capsys):
+    assert main(["synth", "--n", "40", "--out", str(tmp_path / "ds")]) == 0
+    js = tmp_path / "e.json"
+    assert main(["eval", "--clips", str(tmp_path / "ds"), "--split", "train", "--mp4-roundtrip",
+                 "--json", str(js)]) == 0
+    report = json.loads(js.read_text())
+    assert report["n"] == 36 and report["source"]["mp4_roundtrip"] is True
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["eval", "--clips", "nowhere"], "not a hiergen dataset"),
+    (["eval", "--synth", "0"], "positive number"),
+    (["eval", "--synth", "2", "--json", "missing/dir/e.json"], "does not exist"),
+])
+def test_eval_bad_input(tmp_path, monkeypatch, capsys, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert fragment in capsys.readouterr().err
