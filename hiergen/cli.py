@@ -20,8 +20,8 @@ examples:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks; defaults are written into the help texts that have one."""
 
 
 def _fail(msg: str) -> int:
@@ -100,12 +100,23 @@ def _needs_torch() -> str | None:
 def cmd_train(args) -> int:
     if (msg := _needs_torch()):
         return _fail(msg)
-    from hiergen.training import commands
     if args.model == "vqvae":
+        from hiergen.training import commands
         return commands.cmd_train_vqvae(out=args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                                         seed=args.seed, data=args.data, codebook=args.codebook,
                                         resume=not args.restart)
-    return _fail(f"unknown model {args.model!r}")
+    from hiergen.config import Kind
+    from hiergen.training.recipes import train_models
+    from hiergen.training.train_transformer import TrainError
+    if not args.tokens:
+        return _fail(f"`hiergen train {args.model}` needs --tokens DIR (made by `hiergen tokenize`)")
+    kinds = list(Kind) if args.model == "all" else [Kind(args.model)]
+    try:
+        train_models(args.tokens, args.out, kinds, steps=args.steps, batch=args.batch, lr=args.lr,
+                     seed=args.seed, restart=args.restart)
+    except (TrainError, ValueError, OSError) as e:
+        return _fail(str(e))
+    return 0
 
 
 def cmd_tokenize(args) -> int:
@@ -139,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="preview file for --caption: .mp4, .gif or .png (contact sheet)")
     s.add_argument("--n", type=int, help="number of clips for a dataset")
     s.add_argument("--out", help="dataset folder to create (clips + index.jsonl; see hiergen/data.py)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the preview clip, or first seed of the dataset")
-    s.add_argument("--size", type=int, default=64, help="frame side in pixels (multiple of 8, 16..256)")
-    s.add_argument("--scale", type=int, default=4, help="enlarge the preview by this factor (nearest neighbour)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the preview clip, or first seed of the dataset (default 0)")
+    s.add_argument("--size", type=int, default=64, help="frame side in pixels, 16..256 (default 64)")
+    s.add_argument("--scale", type=int, default=4, help="enlarge the preview by this factor, nearest neighbour (default 4)")
     s.add_argument("--textured", action="store_true", help="textured dark background instead of a plain one")
     s.add_argument("--force", action="store_true", help="replace an existing dataset folder")
     s.set_defaults(func=cmd_synth)
@@ -154,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("folder")
     s.add_argument("captions", help="JSONL file, one {\"path\": ..., \"caption\": ...} per line")
     s.add_argument("--out", required=True, help="dataset folder to create")
-    s.add_argument("--size", type=int, default=64)
+    s.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
     s.add_argument("--strict", action="store_true", help="skip videos whose caption is not in the caption grammar")
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_import_videos)
@@ -167,26 +178,35 @@ def build_parser() -> argparse.ArgumentParser:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--clips", help="a dataset folder (hiergen synth --out / import-videos)")
     src.add_argument("--synth", type=int, metavar="N", help="render N ground-truth clips of the test split")
-    s.add_argument("--split", choices=("train", "val", "test", "all"), default="all", help="split of --clips")
+    s.add_argument("--split", choices=("train", "val", "test", "all"), default="all", help="split of --clips (default all)")
     s.add_argument("--mp4-roundtrip", action="store_true", help="encode and decode every clip as MP4 first")
-    s.add_argument("--size", type=int, default=64, help="frame side for --synth")
+    s.add_argument("--size", type=int, default=64, help="frame side for --synth (default 64)")
     s.add_argument("--textured", action="store_true", help="textured backgrounds for --synth")
     s.add_argument("--json", help="write the report as JSON here")
     s.add_argument("--plot", help="write the accuracy-by-frame plot (PNG) here")
     s.add_argument("--markdown", help="write the table as markdown here")
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("train", help="train a model (vqvae: the frame tokenizer)", formatter_class=_Formatter,
+    s = sub.add_parser("train", help="train the tokenizer (vqvae) or the transformers (t2i, keyframe, interp, all)",
+                       formatter_class=_Formatter,
                        description="Train with checkpoints and resume: re-running the same command after a kill "
-                                   "continues where it stopped.")
-    s.add_argument("model", choices=("vqvae",), help="which model to train")
+                                   "continues where it stopped. Order: vqvae, tokenize, then t2i (the frozen "
+                                   "backbone), keyframe and interp; `all` runs the three transformers in order.",
+                       epilog="the default model, end to end:\n"
+                              "  hiergen synth --n 4000 --out data/synth\n"
+                              "  hiergen train vqvae --out checkpoints/vqvae\n"
+                              "  hiergen tokenize --data data/synth --vqvae checkpoints/vqvae/final.safetensors "
+                              "--out data/tokens\n"
+                              "  hiergen train all --tokens data/tokens --out checkpoints/transformer")
+    s.add_argument("model", choices=("vqvae", "t2i", "keyframe", "interp", "all"), help="which model to train")
+    s.add_argument("--tokens", help="token shards from `hiergen tokenize` (transformers)")
     s.add_argument("--out", required=True, help="checkpoint folder")
-    s.add_argument("--data", help="dataset folder (default: render training clips on the fly)")
+    s.add_argument("--data", help="vqvae: dataset folder (default: render training clips on the fly)")
     s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
     s.add_argument("--batch", type=int, default=None, help="batch size (default: the recipe's)")
     s.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     s.add_argument("--codebook", type=int, default=None, help="codebook entries (vqvae)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     s.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start afresh")
     s.set_defaults(func=cmd_train)
 
