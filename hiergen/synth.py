@@ -22,7 +22,11 @@ MIN_SIZE, MAX_SIZE = 16, 256
 DURATION_S = {"quickly": (1.0, 2.0), "slowly": (4.0, 8.0), None: (1.0, 6.0)}
 HALF_EXTENT = {"small": 0.09, "large": 0.18}   # object half-width as a share of the frame side
 BACKGROUND_RGB = (18, 18, 26)
+# Path lengths as shares of the span the object's centre can cover (path_span):
+LEG_SHARE = {"single": (0.45, 0.85), "two_phase": (0.45, 0.8)}   # each leg
+BOUNCE_SHARE = (0.5, 0.8)                                          # height of each hump
 _SHIFT = 4                                      # cv2 fixed-point bits: 1/16 pixel positions
+_SUPERSAMPLE = 4                                # polygons are drawn at 4x and averaged down
 
 
 def check_size(size: int) -> int:
@@ -31,21 +35,31 @@ def check_size(size: int) -> int:
     return int(size)
 
 
+def edge_margin(side: float) -> float:
+    """Gap kept between the object's edge and the frame border, so anti-aliased edges stay inside."""
+    return max(1.5, 0.03 * side)
+
+
+def path_span(side: float, r: float) -> float:
+    """Range the centre of an object of half-extent r can cover along one axis."""
+    return side - 2 * (r + edge_margin(side))
+
+
 def _path(caption: Caption, side: float, r: float, rng: np.random.Generator):
     """Return p(t) -> (x, y) centre positions for t in [0, 1], inside the frame."""
-    margin = r + max(1.5, 0.03 * side)        # keep anti-aliased edges off the border
-    lo, hi = margin, side - margin            # allowed range of the centre
-    span = hi - lo
+    lo = r + edge_margin(side)                # allowed range of the centre: [lo, lo + span]
+    span = path_span(side, r)
+    hi = lo + span
     phases = caption.phases
     if not phases:
         x, y = rng.uniform(lo, hi, size=2)
         return lambda t: (np.full_like(t, x), np.full_like(t, y))
     if caption.motion == "bounces":
-        amp = rng.uniform(0.5, 0.8) * span
+        amp = rng.uniform(*BOUNCE_SHARE) * span
         x, y0 = rng.uniform(lo, hi), rng.uniform(lo + amp, hi)
         return lambda t: (np.full_like(t, x), y0 - amp * np.abs(np.sin(2 * np.pi * t)))
-    legs = [np.array(DIRECTION_VECTORS[d], float) * rng.uniform(0.45, 0.8 if len(phases) > 1 else 0.85) * span
-            for d in phases]
+    share = LEG_SHARE["two_phase" if len(phases) > 1 else "single"]
+    legs = [np.array(DIRECTION_VECTORS[d], float) * rng.uniform(*share) * span for d in phases]
     # Start anywhere that keeps every corner of the path inside [lo, hi].
     corners = np.cumsum([np.zeros(2)] + legs, axis=0)            # (n_legs + 1, 2) offsets
     start = rng.uniform(lo - corners.min(axis=0), hi - corners.max(axis=0))
@@ -70,21 +84,35 @@ def _background(side: int, textured: bool, rng: np.random.Generator) -> np.ndarr
     return bg
 
 
-def draw_object(img: np.ndarray, shape: str, x: float, y: float, r: float, rgb) -> None:
-    """Draw a filled, anti-aliased shape of half-extent r centred at (x, y), in place."""
-    s = 1 << _SHIFT
-    colour = tuple(int(c) for c in rgb)
+def coverage(side: int, shape: str, x: float, y: float, r: float) -> np.ndarray:
+    """Share (0..1, float32 (side, side)) of each pixel covered by the shape centred at (x, y).
+
+    Drawn at 4x with 1/16-pixel vertices and averaged down: OpenCV's own
+    anti-aliased polygon fill snaps vertical positions to whole pixels, which
+    would make slow vertical moves stall and hop.
+    """
+    k, s = _SUPERSAMPLE, 1 << _SHIFT
+    canvas = np.zeros((side * k, side * k), np.uint8)
     if shape == "circle":
-        cv2.circle(img, (round(x * s), round(y * s)), round(r * s), colour, -1, cv2.LINE_AA, _SHIFT)
-        return
-    if shape == "square":
-        pts = [(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r)]
-    elif shape == "triangle":
-        pts = [(x, y - r), (x + r, y + r), (x - r, y + r)]
+        centre = (round((x * k + (k - 1) / 2) * s), round((y * k + (k - 1) / 2) * s))
+        cv2.circle(canvas, centre, round(r * k * s), 255, -1, cv2.LINE_AA, _SHIFT)
     else:
-        raise ValueError(f"unknown shape {shape!r}")
-    poly = np.round(np.array(pts) * s).astype(np.int32)
-    cv2.fillPoly(img, [poly], colour, cv2.LINE_AA, _SHIFT)
+        if shape == "square":
+            pts = [(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r)]
+        elif shape == "triangle":
+            pts = [(x, y - r), (x + r, y + r), (x - r, y + r)]
+        else:
+            raise ValueError(f"unknown shape {shape!r}")
+        # Pixel centres sit at integer coordinates; a pixel spans [i - 0.5, i + 0.5).
+        poly = np.round((np.array(pts) * k + (k - 1) / 2) * s).astype(np.int32)
+        cv2.fillPoly(canvas, [poly], 255, cv2.LINE_AA, _SHIFT)
+    return cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+def draw_object(img: np.ndarray, shape: str, x: float, y: float, r: float, rgb) -> None:
+    """Blend a filled shape of half-extent r centred at (x, y) into img, in place."""
+    a = coverage(img.shape[0], shape, x, y, r)[..., None]
+    img[:] = np.round(img * (1.0 - a) + np.asarray(rgb, np.float32) * a).astype(np.uint8)
 
 
 def render(caption: Caption | str, seed: int = 0, size: int = 64, textured: bool = False) -> Clip:
