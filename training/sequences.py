@@ -34,7 +34,7 @@ class TokenClip:
 @dataclass
 class Batch:
     tokens: torch.Tensor    # (B, L) int64 slot inputs
-    codes: torch.Tensor     # (B, L) int64 position codes
+    codes: torch.Tensor     # (1, L) int64 position codes, shared by the batch (masks broadcast)
     targets: torch.Tensor   # (B, L) int64, IGNORE where there is no loss
 
 
@@ -74,4 +74,4 @@ def make_batch(clips: list[TokenClip], kind: Kind, cfg: ModelConfig, tok: TextTo
         rows_tok.append(torch.cat([torch.tensor(text), inputs]))
         rows_tgt.append(torch.cat([torch.full((cfg.text_len,), IGNORE), targets.flatten()]))
     tokens = torch.stack(rows_tok)
-    return Batch(tokens=tokens, codes=codes.expand_as(tokens).contiguous(), targets=torch.stack(rows_tgt))
+    return Batch(tokens=tokens, codes=codes.unsqueeze(0), targets=torch.stack(rows_tgt))

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 class VQVAEConfig:
     image_size: int = 64                     # frames are square, image_size x image_size RGB
     widths: tuple[int, ...] = (32, 64, 128)  # channels after each stride-2 stage; 3 stages -> /8
-    n_res: int = 1                           # residual blocks after each down stage / before each up stage
-    n_mid: int = 2                           # residual blocks at the token resolution
+    n_res: int = 0                           # residual blocks after each down stage / before each up stage
+    n_mid: int = 2                           # residual blocks at the token resolution (encoder and decoder)
+    res_hidden: int = 64                     # bottleneck width inside a residual block (3x3 in, 1x1 out)
     dec_out_width: int = 32                  # channels of the decoder at full resolution
     n_codes: int = 512                       # codebook size (the transformer's image vocabulary)
     code_dim: int = 32                       # width of one codebook entry
@@ -52,7 +53,7 @@ class VQVAEConfig:
         if self.n_codes < 2 or self.n_codes > 32767:
             raise ValueError(f"n_codes {self.n_codes} is out of range: tokens are stored as int16, "
                              f"use 2..32767 (default 512)")
-        for w in (*self.widths, self.dec_out_width):
+        for w in (*self.widths, self.dec_out_width, *(min(w, self.res_hidden) for w in self.widths)):
             if w % self.groups:
                 raise ValueError(f"width {w} is not divisible by groups={self.groups}; "
                                  f"pick widths that are multiples of {self.groups}")
@@ -85,13 +86,19 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------ modules
+def _norm_act(width: int, groups: int) -> nn.Module:
+    return nn.Sequential(nn.GroupNorm(groups, width), nn.SiLU())
+
+
 class ResBlock(nn.Module):
-    def __init__(self, width: int, groups: int):
+    """x + conv1x1(silu(norm(conv3x3(silu(norm(x)))))): a bottleneck keeps the weights few."""
+
+    def __init__(self, width: int, hidden: int, groups: int):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, width)
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
-        self.norm2 = nn.GroupNorm(groups, width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv1 = nn.Conv2d(width, hidden, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, hidden)
+        self.conv2 = nn.Conv2d(hidden, width, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -106,10 +113,12 @@ class Encoder(nn.Module):
         self.conv_in = nn.Conv2d(3, w[0], 3, padding=1)
         layers: list[nn.Module] = []
         for i, width in enumerate(w):
-            # stride-2 4x4 conv: halves the side, sees every input pixel once per output position pair
-            layers.append(nn.Conv2d(w[max(i - 1, 0)], width, 4, stride=2, padding=1))
-            layers += [ResBlock(width, cfg.groups) for _ in range(cfg.n_res)]
-        layers += [ResBlock(w[-1], cfg.groups) for _ in range(cfg.n_mid)]
+            prev = w[max(i - 1, 0)]
+            # pre-activation stride-2 4x4 conv: halves the side; the norm + SiLU keep a stack of
+            # down-samplings from collapsing into one linear map when n_res is 0
+            layers += [_norm_act(prev, cfg.groups), nn.Conv2d(prev, width, 4, stride=2, padding=1)]
+            layers += [ResBlock(width, min(width, cfg.res_hidden), cfg.groups) for _ in range(cfg.n_res)]
+        layers += [ResBlock(w[-1], min(w[-1], cfg.res_hidden), cfg.groups) for _ in range(cfg.n_mid)]
         self.body = nn.Sequential(*layers)
         self.norm_out = nn.GroupNorm(cfg.groups, w[-1])
         self.conv_out = nn.Conv2d(w[-1], cfg.code_dim, 1)
@@ -124,12 +133,13 @@ class Decoder(nn.Module):
         super().__init__()
         w = cfg.widths
         self.conv_in = nn.Conv2d(cfg.code_dim, w[-1], 3, padding=1)
-        layers: list[nn.Module] = [ResBlock(w[-1], cfg.groups) for _ in range(cfg.n_mid)]
+        layers: list[nn.Module] = [ResBlock(w[-1], min(w[-1], cfg.res_hidden), cfg.groups) for _ in range(cfg.n_mid)]
         outs = list(reversed(w[:-1])) + [cfg.dec_out_width]   # width after each up stage
         width = w[-1]
         for out in outs:
-            layers += [ResBlock(width, cfg.groups) for _ in range(cfg.n_res)]
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, out, 3, padding=1)]
+            layers += [ResBlock(width, min(width, cfg.res_hidden), cfg.groups) for _ in range(cfg.n_res)]
+            layers += [_norm_act(width, cfg.groups), nn.Upsample(scale_factor=2, mode="nearest"),
+                       nn.Conv2d(width, out, 3, padding=1)]
             width = out
         self.body = nn.Sequential(*layers)
         self.norm_out = nn.GroupNorm(cfg.groups, width)
@@ -179,8 +189,8 @@ class Codebook(nn.Module):
         scale = z.std().clamp_min(1e-3)
         if z.shape[0] < k:
             z = z.repeat((k + z.shape[0] - 1) // z.shape[0], 1)
-        z = z + 1e-3 * scale * torch.randn(z.shape, generator=gen)
-        chosen = [int(torch.randint(z.shape[0], (1,), generator=gen))]
+        z = z + 1e-3 * scale * torch.randn(z.shape, generator=gen, device=z.device)
+        chosen = [int(torch.randint(z.shape[0], (1,), generator=gen, device=z.device))]
         d2 = ((z - z[chosen[0]]) ** 2).sum(1)                              # (M,)
         for _ in range(k - 1):
             i = int(torch.multinomial(d2 + 1e-12, 1, generator=gen))
