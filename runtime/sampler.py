@@ -1,0 +1,96 @@
+"""Token sampling with a counter-based random generator that every runtime can reproduce.
+
+The generator (specified here, implemented again in the C++ runtime):
+    mix64(x):  x ^= x >> 30; x *= 0xBF58476D1CE4E5B9; x ^= x >> 27;
+               x *= 0x94D049BB133111EB; x ^= x >> 31          (all mod 2^64)
+    key      = mix64(seed + 0x9E3779B97F4A7C15 * (stream + 1))
+    bits     = mix64(key ^ (counter * 0xD1B54A32D192ED69))
+    uniform  = (bits >> 11) * 2^-53                            in [0, 1)
+A draw depends only on (seed, stream, counter), never on how many draws came
+before or how sequences were batched: the orchestrator names each token by
+its stream (stage, round, sequence) and counter (position code).
+
+Sampling, in float64: greedy when top_k == 1 or temperature == 0 (lowest
+index among equal maxima); otherwise logits / temperature, keep the top_k
+largest (stable order, 0 = all), softmax, keep the smallest prefix whose
+probability reaches top_p, and pick the first index whose cumulative
+probability exceeds uniform * total.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_M = np.uint64(0xFFFFFFFFFFFFFFFF)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_CTR = np.uint64(0xD1B54A32D192ED69)
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * _C1
+        x = x ^ (x >> np.uint64(27))
+        x = x * _C2
+        return x ^ (x >> np.uint64(31))
+
+
+def uniform(seed: int, stream, counter) -> np.ndarray:
+    """Uniform draws in [0, 1) for broadcastable arrays of streams and counters."""
+    s = np.asarray(stream, dtype=np.uint64)
+    c = np.asarray(counter, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        key = mix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) + _GOLDEN * (s + np.uint64(1)))
+        bits = mix64(key ^ (c * _CTR))
+    return (bits >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    temperature: float = 1.0
+    top_k: int = 0          # 0: no top-k cut; 1: greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.temperature >= 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0 (0 = off, 1 = greedy), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if problems:
+            raise ValueError("bad sampler options: " + "; ".join(problems))
+
+    @property
+    def greedy(self) -> bool:
+        return self.top_k == 1 or self.temperature == 0
+
+
+def sample(logits: np.ndarray, u: np.ndarray, opts: SamplerOptions) -> np.ndarray:
+    """logits (B, V), u (B,) uniform draws -> token ids (B,) int64."""
+    logits = np.asarray(logits)
+    if opts.greedy:
+        return np.argmax(logits, axis=-1).astype(np.int64)
+    z = logits.astype(np.float64) / opts.temperature
+    order = np.argsort(-z, axis=-1, kind="stable")
+    if opts.top_k:
+        order = order[:, :opts.top_k]
+    zk = np.take_along_axis(z, order, axis=-1)
+    p = np.exp(zk - zk[:, :1])
+    p /= p.sum(axis=-1, keepdims=True)
+    if opts.top_p < 1.0:
+        before = np.cumsum(p, axis=-1) - p         # mass strictly before each candidate
+        p = np.where(before < opts.top_p, p, 0.0)
+    c = np.cumsum(p, axis=-1)
+    idx = np.minimum((c <= (u * c[:, -1])[:, None]).sum(axis=-1), order.shape[1] - 1)
+    return np.take_along_axis(order, idx[:, None], axis=-1)[:, 0].astype(np.int64)
+
+
+def guide(cond: np.ndarray, uncond: np.ndarray, scale: float) -> np.ndarray:
+    """Classifier-free guidance: g + s * (c - g)."""
+    return uncond + scale * (cond - uncond)
