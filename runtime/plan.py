@@ -1,0 +1,43 @@
+"""The generation plan: what the keyframe-then-interpolate loop does, as data.
+
+The plan travels in the model package's manifest, so a runtime in any
+language interprets the same stages instead of hard-coding them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+FRAME_COUNTS = (5, 9, 17, 33)   # after the keyframes, then after each interpolation round
+
+
+@dataclass(frozen=True)
+class Plan:
+    # Keyframe rate by the caption's speed word: the rate at which training saw
+    # five frames span such an action (quick 1-2 s clips: 4 fps; slow 4-8 s: 1 fps).
+    keyframe_rate: dict[str, int] = field(default_factory=lambda: {"quickly": 4, "slowly": 1, "default": 1})
+    # Each interpolation round doubles the rate; the rate TOKEN is capped at the
+    # highest rate training data has (16 fps native), the playback rate is not.
+    max_rate_token: int = 16
+    guidance: dict[str, float] = field(default_factory=lambda: {"t2i": 3.0, "keyframe": 3.0, "interp": 1.0})
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        return cls(**d)
+
+    def rate_for(self, speed: str | None) -> int:
+        return self.keyframe_rate.get(speed or "default", self.keyframe_rate["default"])
+
+
+def rounds_for(frames: int) -> int:
+    """Interpolation rounds needed to reach `frames` (5 -> 0, 9 -> 1, 17 -> 2, 33 -> 3)."""
+    if frames not in FRAME_COUNTS:
+        raise ValueError(f"cannot make {frames} frames: the plan makes {', '.join(map(str, FRAME_COUNTS))} "
+                         "(5 keyframes, then each interpolation round doubles the rate)")
+    return FRAME_COUNTS.index(frames)
