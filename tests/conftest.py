@@ -4,6 +4,11 @@ import sys
 
 import pytest
 
+# Tests run tiny models whose ops are far too small to share between threads:
+# one thread each avoids OpenMP spin-waiting, which on a 2-core machine with
+# anything else running made decode steps 60x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     """Skip device-marked tests where the device is absent (they still run where it is)."""
