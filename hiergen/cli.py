@@ -83,7 +83,8 @@ def cmd_eval(args) -> int:
     from hiergen.evaluation import EvalError, run_clip_eval
     try:
         return run_clip_eval(clips_dir=args.clips, n_synth=args.synth, split=args.split,
-                             mp4_roundtrip=args.mp4_roundtrip, size=args.size, textured=args.textured,
+                             mp4_roundtrip=args.mp4_roundtrip, vqvae=args.vqvae, size=args.size,
+                             textured=args.textured,
                              json_path=args.json, plot_path=args.plot, markdown_path=args.markdown)
     except EvalError as e:
         return _fail(str(e))
@@ -104,13 +105,18 @@ def cmd_train(args) -> int:
         from hiergen.training import commands
         return commands.cmd_train_vqvae(out=args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                                         seed=args.seed, data=args.data, codebook=args.codebook,
-                                        resume=not args.restart)
+                                        resume=not args.restart, textured_share=args.textured_share,
+                                        ckpt_every=args.ckpt_every, precision=args.precision,
+                                        threads=args.threads)
     from hiergen.config import Kind
     from hiergen.training.recipes import train_models
     from hiergen.training.train_transformer import TrainError
     if not args.tokens:
         return _fail(f"`hiergen train {args.model}` needs --tokens DIR (made by `hiergen tokenize`)")
     kinds = list(Kind) if args.model == "all" else [Kind(args.model)]
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         train_models(args.tokens, args.out, kinds, steps=args.steps, batch=args.batch, lr=args.lr,
                      seed=args.seed, restart=args.restart)
@@ -123,7 +129,15 @@ def cmd_tokenize(args) -> int:
     if (msg := _needs_torch()):
         return _fail(msg)
     from hiergen.training import commands
-    return commands.cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out)
+    return commands.cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out, threads=args.threads)
+
+
+def cmd_vqvae_quality(args) -> int:
+    if (msg := _needs_torch()):
+        return _fail(msg)
+    from hiergen.training import commands
+    return commands.cmd_vqvae_quality(vqvae=args.vqvae, n_frames=args.n_frames, json_path=args.json,
+                                      data=args.data, textured=args.textured)
 
 
 # ---------------------------------------------------------------- parser
@@ -180,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--synth", type=int, metavar="N", help="render N ground-truth clips of the test split")
     s.add_argument("--split", choices=("train", "val", "test", "all"), default="all", help="split of --clips (default all)")
     s.add_argument("--mp4-roundtrip", action="store_true", help="encode and decode every clip as MP4 first")
+    s.add_argument("--vqvae", help="pass every frame through this tokenizer checkpoint (encode, decode) first; "
+                                   "needs PyTorch")
     s.add_argument("--size", type=int, default=64, help="frame side for --synth (default 64)")
     s.add_argument("--textured", action="store_true", help="textured backgrounds for --synth")
     s.add_argument("--json", help="write the report as JSON here")
@@ -208,14 +224,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--codebook", type=int, default=None, help="codebook entries (vqvae)")
     s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     s.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start afresh")
+    s.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch (default: all cores; use 1 when other work shares the machine, "
+                        "small models lose far more to thread contention than they gain)")
+    s.add_argument("--textured-share", type=float, default=None,
+                   help="vqvae: share of on-the-fly clips with a textured background (default 0.3)")
+    s.add_argument("--ckpt-every", type=int, default=None, help="vqvae: steps between resume checkpoints (default 500)")
+    s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="vqvae: training precision; auto uses bf16 where the hardware has it")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("tokenize", help="encode a dataset into token shards for transformer training",
                        formatter_class=_Formatter)
     s.add_argument("--data", required=True, help="dataset folder")
-    s.add_argument("--vqvae", required=True, help="tokenizer checkpoint (.safetensors)")
+    s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors",
+                   help="tokenizer checkpoint (default checkpoints/vqvae/final.safetensors)")
     s.add_argument("--out", required=True, help="token shard folder")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for encoding; 1 is fastest on a shared machine")
     s.set_defaults(func=cmd_tokenize)
+
+    s = sub.add_parser("vqvae-quality", help="PSNR, codebook usage and perplexity of the tokenizer on held-out frames",
+                       formatter_class=_Formatter)
+    s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors",
+                   help="tokenizer checkpoint (default checkpoints/vqvae/final.safetensors)")
+    s.add_argument("--n-frames", type=int, default=1000, help="held-out frames from val/test clips (default 1000)")
+    s.add_argument("--json", help="also write the result here")
+    s.add_argument("--data", help="take held-out frames from this dataset instead of rendering them")
+    s.add_argument("--textured", action="store_true", help="measure on textured backgrounds")
+    s.set_defaults(func=cmd_vqvae_quality)
     return p
 
 

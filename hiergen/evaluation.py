@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from hiergen.analyze import EvalReport, analyze_clip, evaluate, format_table
+from hiergen.analyze import EvalReport, analyze_clip, evaluate, format_table, shuffled_captions
 from hiergen.clip import Clip
 from hiergen.data import DatasetError, open_dataset
 from hiergen.progress import progress
@@ -44,10 +44,24 @@ def roundtrip_mp4(clip: Clip, folder: Path) -> Clip:
     return Clip(frames=frames, fps=clip.fps, caption=clip.caption)
 
 
-def shuffled(captions: list[str], seed: int = 0) -> list[str]:
-    """A fixed permutation of the captions: the floor that ignores what the clip shows."""
-    perm = np.random.default_rng(seed).permutation(len(captions))
-    return [captions[i] for i in perm]
+def reconstruct(clips: list[Clip], vqvae: str) -> list[Clip]:
+    """Clips after encoding and decoding every frame with a VQ-VAE checkpoint (imports torch)."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        raise EvalError("--vqvae needs PyTorch: pip install 'hiergen[train]'")
+    from hiergen.training.checkpoint import CheckpointError
+    from hiergen.training.train_vqvae import load_vqvae
+    try:
+        vq = load_vqvae(vqvae)
+    except CheckpointError as e:
+        raise EvalError(str(e)) from None
+    import torch
+    out = []
+    with torch.no_grad():
+        for c in progress(clips, "reconstruct", unit="clip"):
+            frames = vq.decode_uint8(vq.encode(torch.from_numpy(c.frames))).numpy()
+            out.append(Clip(frames=frames, fps=c.fps, caption=c.caption))
+    return out
 
 
 def score(clips: list[Clip]) -> dict[str, EvalReport]:
@@ -55,12 +69,12 @@ def score(clips: list[Clip]) -> dict[str, EvalReport]:
     reports = [analyze_clip(c) for c in progress(clips, "analyze", unit="clip")]
     caps = [c.caption for c in clips]
     return {"captions": evaluate(clips, reports=reports),
-            "shuffled captions": evaluate(clips, shuffled(caps), reports=reports)}
+            "shuffled captions": evaluate(clips, shuffled_captions(caps), reports=reports)}
 
 
 def run_clip_eval(clips_dir: str | None, n_synth: int | None, split: str = "all", mp4_roundtrip: bool = False,
                   size: int = 64, textured: bool = False, json_path: str | None = None,
-                  plot_path: str | None = None, markdown_path: str | None = None) -> int:
+                  plot_path: str | None = None, markdown_path: str | None = None, vqvae: str | None = None) -> int:
     from hiergen.runtime.video import VideoError, check_writable
     for out in (json_path, plot_path, markdown_path):
         if out:
@@ -95,6 +109,9 @@ def run_clip_eval(clips_dir: str | None, n_synth: int | None, split: str = "all"
     else:
         clips = list(clips_iter)
 
+    if vqvae:
+        source["vqvae"] = str(vqvae)
+        clips = reconstruct(clips, vqvae)
     reports = score(clips)
     main = reports["captions"]
     table = format_table(reports)

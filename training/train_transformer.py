@@ -157,11 +157,13 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
         history["val_loss"].append(evaluate(model, val_clips, kind, cfg, tok, device, autocast))
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
-    def save(path: Path) -> None:
+    def save(path: Path, resumable: bool) -> None:
+        """The resume point carries the optimiser; the final file only what inference needs."""
         state = model.state_dict() if kind == Kind.T2I else model.video_state()
-        ckpt.save(path, state, cfg, kind=kind.value, extra={
-            "step": step, "optimizer": opt.state_dict(), "history": history,
-            "recipe": dataclasses.asdict(recipe), "vocab": list(tok.vocab)})
+        extra = {"step": step, "history": history, "recipe": dataclasses.asdict(recipe), "vocab": list(tok.vocab)}
+        if resumable:
+            extra["optimizer"] = opt.state_dict()
+        ckpt.save(path, state, cfg, kind=kind.value, extra=extra)
 
     bar = Progress(recipe.steps, f"train {kind.value}", unit="step", enabled=show_progress and rank == 0)
     bar.n = step
@@ -187,10 +189,10 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
         history["seconds"] = time.perf_counter() - t0
         bar.update(loss=float(loss.detach()), lr=lr_at(step - 1, recipe))
         if rank == 0 and (step % recipe.ckpt_every == 0 or step == recipe.steps):
-            save(last)
+            save(last, resumable=True)
     bar.close()
     if rank == 0:
-        save(final)
+        save(final, resumable=False)
         (out / f"{kind.value}.history.json").write_text(json.dumps(history))
     if world > 1:
         dist.barrier()

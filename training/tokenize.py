@@ -1,0 +1,201 @@
+"""Encode a clip dataset into token shards once, so transformer training never touches pixels.
+
+    from hiergen.training.tokenize import tokenize_dataset, open_tokens
+    tokenize_dataset("data/synth", "checkpoints/vqvae/final.safetensors", "data/tokens")
+    shards = open_tokens("data/tokens")          # {"train": TokenShard, "val": ..., "test": ...}
+    shards["train"].clip(0)                      # (T, 8, 8) int16 tokens of the first train clip
+
+Layout of `out_dir` (format "hiergen-tokens", version 1):
+    tokens.json     key, tokenizer and dataset it came from, per-split file + SHA-256
+    <split>.npz     tokens    (n_frames_total, h, w) int16, every clip's frames back to back
+                    offsets   (n_clips + 1,) int64: clip i is tokens[offsets[i]:offsets[i + 1]]
+                    ids, captions (n_clips,) str; fps (n_clips,) float32;
+                    seeds (n_clips,) int64 (-1 for clips without a seed); held_out (n_clips,) bool
+
+The cache key is the SHA-256 of the tokenizer checkpoint file together with
+the dataset's dataset.json and index.jsonl (and this format's version). A
+re-run with the same key and intact shards (their hashes are checked, not
+just their existence) reuses them; any other key rebuilds them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hiergen.progress import Progress
+from hiergen.synth import SPLITS
+
+FORMAT, VERSION = "hiergen-tokens", 1
+MANIFEST = "tokens.json"
+
+
+class TokensError(ValueError):
+    """Token shards that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TokenShard:
+    split: str
+    tokens: np.ndarray      # (n_frames_total, h, w) int16
+    offsets: np.ndarray     # (n_clips + 1,) int64
+    ids: np.ndarray         # (n_clips,) str
+    captions: np.ndarray    # (n_clips,) str
+    fps: np.ndarray         # (n_clips,) float32
+    seeds: np.ndarray       # (n_clips,) int64, -1 where the clip has no seed
+    held_out: np.ndarray    # (n_clips,) bool
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def clip(self, i: int) -> np.ndarray:
+        """Tokens (T, h, w) int16 of clip i."""
+        return self.tokens[self.offsets[i]:self.offsets[i + 1]]
+
+
+def _sha256_file(path: Path, h: "hashlib._Hash | None" = None) -> "hashlib._Hash":
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def cache_key(dataset_dir: str | os.PathLike, vqvae_checkpoint: str | os.PathLike) -> str:
+    """SHA-256 over (format version, tokenizer checkpoint bytes, dataset.json, index.jsonl)."""
+    root = Path(dataset_dir)
+    h = hashlib.sha256(f"{FORMAT}/{VERSION}\n".encode())
+    for part in (Path(vqvae_checkpoint), root / "dataset.json", root / "index.jsonl"):
+        h.update(f"{part.name}\n".encode())
+        _sha256_file(part, h)
+    return h.hexdigest()
+
+
+def _read_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _shards_intact(out: Path, manifest: dict) -> bool:
+    for entry in manifest.get("splits", {}).values():
+        path = out / entry["file"]
+        if not path.is_file() or _sha256_file(path).hexdigest() != entry["sha256"]:
+            return False
+    return bool(manifest.get("splits"))
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@torch.no_grad()
+def tokenize_dataset(dataset_dir: str | os.PathLike, vqvae_checkpoint: str | os.PathLike,
+                     out_dir: str | os.PathLike, batch: int = 512, show_progress: bool = True,
+                     threads: int | None = None) -> dict:
+    """Encode every clip of the dataset into per-split token shards; returns the manifest.
+
+    Reuses existing shards only when their cache key matches and their hashes check out.
+    Encoding runs in fp32 (tokens must match the exported encoder); `threads` sets
+    torch's CPU threads (1 is fastest on a machine shared with other jobs).
+    """
+    from hiergen.data import open_dataset
+    from hiergen.training.train_vqvae import load_vqvae
+
+    out = Path(out_dir)
+    ds = open_dataset(dataset_dir)
+    if not Path(vqvae_checkpoint).is_file():
+        raise TokensError(f"tokenizer checkpoint {vqvae_checkpoint} does not exist; train one with "
+                          f"`hiergen train vqvae` or pass the path of its final.safetensors")
+    key = cache_key(dataset_dir, vqvae_checkpoint)
+    old = _read_manifest(out)
+    if old is not None and old.get("format") == FORMAT and old.get("version") == VERSION \
+            and old.get("key") == key and _shards_intact(out, old):
+        if show_progress:
+            print(f"tokens in {out} are current (key {key[:12]}); reusing them")
+        return old
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_vqvae(vqvae_checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    device = next(model.parameters()).device
+    cfg = model.cfg
+    if ds.meta.get("size") != cfg.image_size:
+        raise TokensError(f"dataset {dataset_dir} holds {ds.meta.get('size')}px frames, the tokenizer "
+                          f"expects {cfg.image_size}px; re-create the dataset with --size {cfg.image_size}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)     # shards in flux: no manifest may vouch for them
+    splits = {}
+    n_total = sum(r.n_frames for r in ds.records)
+    bar = Progress(n_total, "tokenize", unit="frame", enabled=show_progress)
+    for split in SPLITS:
+        recs = [r for r in ds.records if r.split == split]
+        if not recs:
+            continue
+        chunks, offsets = [], [0]
+        for rec in recs:
+            frames = ds.load(rec).frames                                   # (T, H, W, 3) uint8
+            toks = [model.encode(torch.from_numpy(frames[i:i + batch]).to(device)).cpu()
+                    for i in range(0, len(frames), batch)]
+            toks = torch.cat(toks).numpy().astype(np.int16)                # (T, h, w)
+            chunks.append(toks)
+            offsets.append(offsets[-1] + len(toks))
+            bar.update(len(toks))
+        path = out / f"{split}.npz"
+        _atomic_savez(path,
+                      tokens=np.concatenate(chunks),
+                      offsets=np.asarray(offsets, np.int64),
+                      ids=np.asarray([r.id for r in recs]),
+                      captions=np.asarray([r.caption for r in recs]),
+                      fps=np.asarray([r.fps for r in recs], np.float32),
+                      seeds=np.asarray([-1 if r.seed is None else r.seed for r in recs], np.int64),
+                      held_out=np.asarray([r.held_out for r in recs], bool))
+        splits[split] = {"file": path.name, "sha256": _sha256_file(path).hexdigest(),
+                         "n_clips": len(recs), "n_frames": offsets[-1]}
+    bar.close()
+    manifest = {"format": FORMAT, "version": VERSION, "key": key,
+                "vqvae": str(vqvae_checkpoint), "dataset": str(dataset_dir),
+                "grid": cfg.grid, "n_codes": cfg.n_codes, "image_size": cfg.image_size,
+                "fps": ds.meta.get("fps"), "splits": splits}
+    fd, tmp = tempfile.mkstemp(prefix=".tokens.", suffix=".json", dir=out)
+    with os.fdopen(fd, "w") as f:
+        json.dump(manifest, f, indent=2)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out / MANIFEST)
+    return manifest
+
+
+def open_tokens(out_dir: str | os.PathLike, verify: bool = True) -> dict[str, TokenShard]:
+    """Read the token shards of `out_dir` ({split: TokenShard}), checking their hashes."""
+    out = Path(out_dir)
+    manifest = _read_manifest(out)
+    if manifest is None or manifest.get("format") != FORMAT:
+        raise TokensError(f"{out} holds no token shards ({MANIFEST} missing or unreadable); run "
+                          f"`hiergen tokenize --data DATASET --vqvae CHECKPOINT --out {out}`")
+    if manifest.get("version") != VERSION:
+        raise TokensError(f"{out}: token format version {manifest.get('version')}, this hiergen reads "
+                          f"{VERSION}; re-run `hiergen tokenize`")
+    if verify and not _shards_intact(out, manifest):
+        raise TokensError(f"token shards in {out} are missing or do not match their hashes; "
+                          f"re-run `hiergen tokenize` to rebuild them")
+    shards = {}
+    for split, entry in manifest["splits"].items():
+        with np.load(out / entry["file"]) as z:
+            shards[split] = TokenShard(split=split, **{k: z[k] for k in
+                                       ("tokens", "offsets", "ids", "captions", "fps", "seeds", "held_out")})
+    return shards
