@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -85,3 +86,16 @@ def test_eval_bad_input(tmp_path, monkeypatch, capsys, argv, fragment):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_eval_through_the_shipped_tokenizer(tmp_path, capsys):
+    js = tmp_path / "e.json"
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "vqvae" / "final.safetensors"
+    assert main(["eval", "--synth", "4", "--vqvae", str(shipped), "--json", str(js)]) == 0
+    report = json.loads(js.read_text())
+    assert report["source"]["vqvae"].endswith("final.safetensors") and report["accuracy"]["colour"] == 1.0
+
+
+def test_eval_with_a_missing_tokenizer(tmp_path, capsys):
+    assert main(["eval", "--synth", "2", "--vqvae", str(tmp_path / "none.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
