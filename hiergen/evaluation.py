@@ -7,16 +7,14 @@ the captions: the chance floor) and `source` (what was evaluated).
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from hiergen.analyze import EvalReport, analyze_clip, evaluate, format_table, shuffled_captions
 from hiergen.clip import Clip
 from hiergen.data import DatasetError, open_dataset
+from hiergen.fileio import write_json, write_text
 from hiergen.progress import progress
 from hiergen.synth import caption_for, check_size, render, seeds_for_split
 
@@ -122,16 +120,11 @@ def run_clip_eval(clips_dir: str | None, n_synth: int | None, split: str = "all"
         held = ", ".join(f"{k} {100 * v:.1f}%" for k, v in main.held_out.items())
         print(f"held-out colour/shape pairs: {held}")
     if json_path:
-        from hiergen.runtime.video import atomic_path
-        with atomic_path(json_path) as tmp:
-            payload = {**main.to_json(), "shuffled_captions": reports["shuffled captions"].to_json(),
-                       "source": source}
-            tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(json_path, {**main.to_json(), "shuffled_captions": reports["shuffled captions"].to_json(),
+                               "source": source})
         print(f"wrote {json_path}")
     if markdown_path:
-        from hiergen.runtime.video import atomic_path
-        with atomic_path(markdown_path) as tmp:
-            tmp.write_text(table + "\n")
+        write_text(markdown_path, table + "\n")
         print(f"wrote {markdown_path}")
     if plot_path:
         from hiergen.plots import line_plot

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
+
+from hiergen.fileio import write_bytes
 
 # Tableau 10, as BGR.
 PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
@@ -191,12 +192,4 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
     ok, png = cv2.imencode(".png", img)
     if not ok:
         raise RuntimeError(f"OpenCV could not encode the chart for {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(png.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(path, png.tobytes())

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from hiergen import fileio
 
 _MP4_FOURCC = "mp4v"   # MPEG-4 Part 2: the encoder every opencv-python wheel carries
 
@@ -50,17 +51,10 @@ def check_writable(path: str | os.PathLike) -> Path:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside `path` (same suffix); rename it over `path` on success."""
-    path = Path(path)
-    parent = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """fileio.atomic_path after checking the folder, with errors that say what to do."""
+    check_writable(path)
+    with fileio.atomic_path(path) as tmp:
+        yield tmp
 
 
 def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float = 8.0, scale: int = 1) -> Path:

@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from hiergen.fileio import atomic_path
 
 FORMAT, VERSION = "hiergen-checkpoint", 1
 _MODEL, _EXTRA = "model/", "extra/"
@@ -113,17 +114,10 @@ def save(path: str | os.PathLike, model_state: dict[str, torch.Tensor], config: 
         "sha256": _digest(tensors),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)                 # mkstemp makes 0600; checkpoints are shared artifacts
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hiergen.fileio import atomic_path, write_json
 from hiergen.progress import Progress
 from hiergen.synth import SPLITS
 
@@ -93,15 +93,8 @@ def _shards_intact(out: Path, manifest: dict) -> bool:
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @torch.no_grad()
@@ -172,11 +165,7 @@ def tokenize_dataset(dataset_dir: str | os.PathLike, vqvae_checkpoint: str | os.
                 "vqvae": str(vqvae_checkpoint), "dataset": str(dataset_dir),
                 "grid": cfg.grid, "n_codes": cfg.n_codes, "image_size": cfg.image_size,
                 "fps": ds.meta.get("fps"), "splits": splits}
-    fd, tmp = tempfile.mkstemp(prefix=".tokens.", suffix=".json", dir=out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / MANIFEST)
+    write_json(out / MANIFEST, manifest)
     return manifest
 
 

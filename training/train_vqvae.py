@@ -35,7 +35,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hiergen.fileio import write_json
 from hiergen.progress import Progress
 from hiergen.synth import caption_for, render, split_of
 from hiergen.training.checkpoint import (CheckpointError, config_from_dict, load, load_model_state,
@@ -170,11 +170,7 @@ def _codebook_gen(seed: int, step: int, device: torch.device) -> torch.Generator
 
 
 def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1)
 
 
 def load_vqvae(path: str | os.PathLike, device: str | torch.device = "cpu") -> VQVAE:
