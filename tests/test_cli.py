@@ -20,7 +20,8 @@ def test_help_lists_every_command_with_one_line(capsys):
 
 def test_base_modules_never_import_torch():
     code = ("import sys, hiergen.cli, hiergen.synth, hiergen.data, hiergen.rates, hiergen.runtime.video, "
-            "hiergen.sysinfo, hiergen.progress; hiergen.cli.main(['info']); "
+            "hiergen.sysinfo, hiergen.progress, hiergen.analyze, hiergen.evaluation, hiergen.tokenizer, "
+            "hiergen.runtime.orchestrator, hiergen.runtime.sampler, hiergen.runtime.plan; hiergen.cli.main(['info']); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
