@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 EPILOG = """\
 examples:
@@ -139,6 +140,43 @@ def cmd_vqvae_quality(args) -> int:
                                       data=args.data, textured=args.textured)
 
 
+def cmd_reference(args) -> int:
+    if (msg := _needs_torch()):
+        return _fail(msg)
+    from hiergen.captions import unknown_words
+    from hiergen.runtime.plan import rounds_for
+    from hiergen.runtime.video import VideoError, check_writable
+    from hiergen.training.checkpoint import CheckpointError
+    from hiergen.training.generate import ReferencePipeline
+    prompt = " ".join(args.prompt).strip()
+    if not prompt:
+        return _fail("empty prompt: describe the video, e.g. 'a small red circle moves left slowly'")
+    if (unknown := unknown_words(prompt)):
+        print(f"warning: the model never saw {', '.join(map(repr, unknown))}; they are read as <unk>",
+              file=sys.stderr)
+    try:
+        rounds_for(args.frames)
+        outputs = [args.output] + [str(Path(args.output).with_suffix(e)) for e, on in ((".gif", args.gif),
+                                                                                      (".png", args.sheet)) if on]
+        for out in outputs:
+            check_writable(out)
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        pipe = ReferencePipeline.load(args.checkpoints, args.vqvae)
+        video = pipe.generate(prompt, frames=args.frames, seed=args.seed, temperature=args.temperature,
+                              top_k=args.top_k, top_p=args.top_p)
+        for out in outputs:
+            video.save(out)
+            print(f"wrote {out}")
+    except (ValueError, VideoError, CheckpointError) as e:
+        return _fail(str(e))
+    t = video.result.timings
+    print(f"{len(video.frames)} frames at {video.fps:g} fps in {sum(t.values()):.1f} s ("
+          + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + ")")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -241,6 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="token shard folder")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for encoding; 1 is fastest on a shared machine")
     s.set_defaults(func=cmd_tokenize)
+
+    s = sub.add_parser("reference", help="generate a video with the PyTorch reference generator (checkpoints)",
+                       formatter_class=_Formatter,
+                       description="Keyframes first, then recursive interpolation, in PyTorch from training "
+                                   "checkpoints: the ground truth every exported runtime is checked against.")
+    s.add_argument("prompt", nargs="+", help="the caption, e.g. a small red circle moves left slowly")
+    s.add_argument("-o", "--output", default="out.mp4", help="video file: .mp4, .gif or .png (default out.mp4)")
+    s.add_argument("--gif", action="store_true", help="also write a GIF beside the output")
+    s.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG beside the output")
+    s.add_argument("--frames", type=int, default=33, choices=(5, 9, 17, 33), help="frames to make (default 33)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    s.add_argument("--temperature", type=float, default=None, help="default: the plan's (1.0)")
+    s.add_argument("--top-k", type=int, default=None, help="1 = greedy; default: the plan's (0 = off)")
+    s.add_argument("--top-p", type=float, default=None, help="default: the plan's (1.0 = off)")
+    s.add_argument("--checkpoints", default="checkpoints/transformer",
+                   help="folder with t2i/keyframe/interp .safetensors (default checkpoints/transformer)")
+    s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors", help="tokenizer checkpoint")
+    s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1: fastest for decode steps)")
+    s.set_defaults(func=cmd_reference)
 
     s = sub.add_parser("vqvae-quality", help="PSNR, codebook usage and perplexity of the tokenizer on held-out frames",
                        formatter_class=_Formatter)

@@ -75,3 +75,22 @@ def test_load_from_checkpoints(tmp_path, pipe):
     a = loaded.generate("a small red circle moves left slowly", frames=5, seed=2)
     b = pipe.generate("a small red circle moves left slowly", frames=5, seed=2)
     assert np.array_equal(a.tokens, b.tokens)
+
+
+def test_reference_cli(tmp_path, pipe, capsys):
+    from hiergen.cli import main
+    for name, m in pipe.models.items():
+        state = m.model.state_dict() if name == "t2i" else m.model.video_state()
+        ckpt.save(tmp_path / f"{name}.safetensors", state, CFG, kind=name, extra={"vocab": list(TOK.vocab)})
+    ckpt.save(tmp_path / "vq.safetensors", pipe.codec.vq.state_dict(), VQ, kind="vqvae")
+    out = tmp_path / "v.mp4"
+    argv = ["reference", "a", "small", "red", "circle", "moves", "left", "slowly", "-o", str(out), "--sheet",
+            "--frames", "5", "--checkpoints", str(tmp_path), "--vqvae", str(tmp_path / "vq.safetensors")]
+    assert main(argv) == 0
+    assert out.is_file() and out.with_suffix(".png").is_file()
+    assert "5 frames at 1 fps" in capsys.readouterr().out
+    assert main(argv[:1] + ["a", "small", "red", "blob"] + argv[7:]) == 0
+    assert "'blob'" in capsys.readouterr().err
+    too_long = ["a"] * 12
+    assert main(argv[:1] + too_long + argv[8:]) == 2
+    assert "at most 9" in capsys.readouterr().err
