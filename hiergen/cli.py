@@ -177,6 +177,18 @@ def cmd_reference(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    if (msg := _needs_torch()):
+        return _fail(msg)
+    from hiergen.export.commands import cmd_export as run
+    return run(args.checkpoints, args.vqvae, args.out, args.force)
+
+
+def cmd_check(args) -> int:
+    from hiergen.export.commands import cmd_check as run
+    return run(args.path)
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -298,6 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors", help="tokenizer checkpoint")
     s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1: fastest for decode steps)")
     s.set_defaults(func=cmd_reference)
+
+    s = sub.add_parser("export", help="export the trained models as an ONNX model package (manifest + fragments)",
+                       formatter_class=_Formatter,
+                       description="Write the VQ-VAE encoder/decoder and the three transformer step graphs (static "
+                                   "KV caches) with manifest.json into a package folder; weights shared by the step "
+                                   "graphs are stored once. Written to a temporary folder and renamed at the end.")
+    s.add_argument("--checkpoints", default="checkpoints/transformer",
+                   help="folder with t2i/keyframe/interp .safetensors (default checkpoints/transformer)")
+    s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors", help="tokenizer checkpoint")
+    s.add_argument("--out", default="models/default", help="package folder (default models/default)")
+    s.add_argument("--force", action="store_true", help="replace a different package at --out")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("check", help="validate a model package: manifest, hashes, ONNX checker, shape inference",
+                       formatter_class=_Formatter)
+    s.add_argument("path", help="package folder, e.g. models/default")
+    s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("vqvae-quality", help="PSNR, codebook usage and perplexity of the tokenizer on held-out frames",
                        formatter_class=_Formatter)

@@ -1,0 +1,144 @@
+"""The fragment contract and the one function that exports a fragment to ONNX.
+
+Exporter: torch.onnx.export(dynamo=True) at opset 18 (docs/export.md says why).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import torch
+
+OPSET = 18
+_NP = {"uint8": np.uint8, "int64": np.int64, "float32": np.float32}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str                          # "uint8" | "int64" | "float32"
+    shape: tuple[int | str, ...]        # ints are fixed, strings are symbolic axes ("batch", "new_tokens")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Everything a runtime (or TensorRT builder) needs to know about one fragment.
+
+    axes: symbolic axis -> (min, opt, max), the TensorRT optimisation profile;
+    sample: symbolic axis -> the size used for the export trace. Sample sizes
+    are >= 2 so the exporter cannot specialise an axis to 0/1.
+    """
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    axes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    sample_axes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for spec in self.inputs + self.outputs:
+            for d in spec.shape:
+                if isinstance(d, str) and d not in self.axes:
+                    raise ValueError(f"{self.name}: {spec.name} uses axis {d!r} that has no profile")
+        for a, (lo, opt, hi) in self.axes.items():
+            if not 1 <= lo <= opt <= hi:
+                raise ValueError(f"{self.name}: profile of {a!r} must satisfy 1 <= min <= opt <= max")
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    def shape(self, spec: TensorSpec, sizes: dict[str, int]) -> tuple[int, ...]:
+        return tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
+
+    def profiles(self) -> dict[str, dict[str, list[int]]]:
+        """{"min"|"opt"|"max": {input name: shape}}: the TensorRT optimisation profile."""
+        return {level: {s.name: list(self.shape(s, {a: v[i] for a, v in self.axes.items()})) for s in self.inputs}
+                for i, level in enumerate(("min", "opt", "max"))}
+
+    def dynamic_shapes(self) -> tuple[dict, ...]:
+        dims = {a: torch.export.Dim(a, min=lo, max=hi) for a, (lo, _, hi) in self.axes.items()}
+        return tuple({i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)} for s in self.inputs)
+
+    def to_dict(self) -> dict:
+        return {"inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
+                "profiles": self.profiles()}
+
+
+def export_fragment(module: torch.nn.Module, contract: Contract, sample: dict[str, torch.Tensor]) -> onnx.ModelProto:
+    """Export `module` called with `sample` (input name -> tensor) to an ONNX model following `contract`."""
+    args = tuple(sample[n] for n in contract.input_names)
+    with torch.no_grad():
+        program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
+                                    input_names=contract.input_names, output_names=contract.output_names,
+                                    dynamic_shapes=contract.dynamic_shapes(), optimize=True, verbose=False)
+    proto = program.model_proto
+    proto.graph.name = contract.name
+    got_in = [i.name for i in proto.graph.input]
+    got_out = [o.name for o in proto.graph.output]
+    assert got_in == contract.input_names and got_out == contract.output_names, (got_in, got_out)
+    _set_symbolic_axes(proto, contract)
+    _bool_where_as_uint8(proto)
+    _strip_debug_info(proto)
+    return proto
+
+
+def _strip_debug_info(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node stack traces and source names (most of a graph file's bytes)."""
+    for n in proto.graph.node:
+        del n.metadata_props[:]
+        n.doc_string = ""
+    for v in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
+        del v.metadata_props[:]
+        v.doc_string = ""
+    for t in proto.graph.initializer:
+        del t.metadata_props[:]
+    del proto.graph.value_info[:]     # intermediate shapes: re-inferred by every runtime
+
+
+def _bool_where_as_uint8(proto: onnx.ModelProto) -> None:
+    """Rewrite Where over bool values (the mask rules) as Cast -> Where(uint8) -> Cast.
+
+    ONNX allows Where on bool, but ONNX Runtime's CPU kernel has no bool
+    implementation; uint8 is supported everywhere (ORT CPU/CUDA, TensorRT).
+    """
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
+    BOOL, U8 = onnx.TensorProto.BOOL, onnx.TensorProto.UINT8
+    nodes = []
+    for n in proto.graph.node:
+        if n.op_type == "Where" and types.get(n.output[0]) == BOOL:
+            c, x, y = n.input
+            xs, ys, out = f"{n.name}_x_u8", f"{n.name}_y_u8", f"{n.name}_u8"
+            nodes += [onnx.helper.make_node("Cast", [x], [xs], to=U8, name=f"{n.name}_cast_x"),
+                      onnx.helper.make_node("Cast", [y], [ys], to=U8, name=f"{n.name}_cast_y"),
+                      onnx.helper.make_node("Where", [c, xs, ys], [out], name=n.name),
+                      onnx.helper.make_node("Cast", [out], [n.output[0]], to=BOOL, name=f"{n.name}_cast_out")]
+        else:
+            nodes.append(n)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+
+
+def _set_symbolic_axes(proto: onnx.ModelProto, contract: Contract) -> None:
+    """Name every dynamic dimension after the contract's axis (the exporter may call them s0, s1...)."""
+    for vi, spec in zip(list(proto.graph.input) + list(proto.graph.output), contract.inputs + contract.outputs):
+        dims = vi.type.tensor_type.shape.dim
+        assert len(dims) == len(spec.shape), (spec.name, len(dims), spec.shape)
+        for d, want in zip(dims, spec.shape):
+            if isinstance(want, str):
+                d.dim_param = want
+            else:
+                d.dim_value = want
+
+
+def np_dtype(name: str):
+    return _NP[name]

@@ -1,0 +1,246 @@
+"""Export a tiny random model package and check it against PyTorch in ONNX Runtime.
+
+The package is exported once per module (the dynamo exporter takes seconds per
+graph); every test reads it. Each parity test prints its max difference.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from hiergen.config import Kind, ModelConfig  # noqa: E402
+from hiergen.export import check  # noqa: E402
+from hiergen.export.fragments import step  # noqa: E402
+from hiergen.export.package import FRAGMENTS, ExportError, build_package  # noqa: E402
+from hiergen.tokenizer import TextTokenizer  # noqa: E402
+from hiergen.training.generate import TorchStepModel  # noqa: E402
+from hiergen.training.model import DualTransformer  # noqa: E402
+from hiergen.training.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+
+LOGIT_TOL, PIXEL_TOL, DECODE_STEPS = 1e-4, 1, 20
+
+
+def tiny_models(seed: int = 0):
+    torch.manual_seed(seed)
+    tok = TextTokenizer.default()
+    cfg = ModelConfig(text_vocab=len(tok.vocab), image_vocab=16, grid=4, d_model=16, n_layer=2, n_head=2, window=2)
+    t2i = DualTransformer(cfg, Kind.T2I).eval()
+    models = {Kind.T2I: t2i}
+    for k in (Kind.KEYFRAME, Kind.INTERP):
+        m = DualTransformer(cfg, k)
+        m.load_state_dict(t2i.backbone_state(), strict=False)
+        with torch.no_grad():          # give the video parameters values a trained model could have
+            for n, p in m.named_parameters():
+                if not m.is_backbone(n):
+                    p.add_(0.3 * torch.randn_like(p))
+        models[k] = m.eval()
+    vq_cfg = VQVAEConfig(image_size=16, widths=(8, 16), n_mid=1, res_hidden=8, dec_out_width=8, n_codes=16,
+                         code_dim=8, groups=4)
+    vq = VQVAE(vq_cfg)
+    with torch.no_grad():
+        vq.codebook.embed.normal_()
+    return models, vq.eval(), tok
+
+
+def session(path, name) -> "ort.InferenceSession":
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path / f"{name}.onnx"), so, providers=["CPUExecutionProvider"])
+
+
+class OrtStep:
+    """Minimal StepModel over an exported step graph (names from the manifest)."""
+
+    def __init__(self, pkg, name: str, cfg: ModelConfig):
+        self.sess = session(pkg, name)
+        spec = json.loads((pkg / "manifest.json").read_text())["fragments"][name]
+        self.cache_names = [s["name"] for s in spec["inputs"][2:]]
+        self.new_names = [s["name"] for s in spec["outputs"][1:]]
+        self.cfg = cfg
+
+    def new_cache(self, batch: int) -> dict[str, np.ndarray]:
+        c = self.cfg
+        return {n: np.zeros((c.n_layer, batch, c.n_head, c.seq_len, c.head_dim), np.float32) for n in self.cache_names}
+
+    def step(self, tokens, codes, cache) -> np.ndarray:
+        logits, *new = self.sess.run(None, {"tokens": tokens, "codes": codes, **cache})
+        for name, value in zip(self.cache_names, new):
+            cache[name][:, :, :, codes[0]] = value     # the runtime's arena write, slots = codes
+        return logits
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.set_num_threads(1)
+    models, vq, tok = tiny_models()
+    pkg = build_package(models, vq, tok, tmp_path_factory.mktemp("pkg") / "tiny")
+    return pkg, models, vq, tok
+
+
+def _prefill(cfg: ModelConfig, kind: Kind, batch: int, rng) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Text, plus the given frames for interp; returns tokens, codes and the frames to decode, in order."""
+    P = cfg.tokens_per_frame
+    toks = [rng.integers(0, cfg.text_vocab, (batch, cfg.text_len))]
+    codes = [np.arange(cfg.text_len)]
+    given, targets = {Kind.T2I: ([], [0]), Kind.KEYFRAME: ([], [0, 1]), Kind.INTERP: ([0, 2, 4], [1, 3])}[kind]
+    for f in given:
+        toks.append(rng.integers(0, cfg.image_vocab + 1, (batch, P)))
+        codes.append(cfg.text_len + f * P + np.arange(P))
+    c = np.concatenate(codes)
+    return np.concatenate(toks, 1).astype(np.int64), np.tile(c, (batch, 1)).astype(np.int64), targets
+
+
+@pytest.mark.parametrize("kind", list(Kind), ids=[k.value for k in Kind])
+def test_step_parity(tiny, kind):
+    pkg, models, _, _ = tiny
+    cfg, B = models[kind].cfg, 2
+    ref, got = TorchStepModel(models[kind]), OrtStep(pkg, step.name(kind), cfg)
+    ref_cache, got_cache = ref.new_cache(B), got.new_cache(B)
+    rng = np.random.default_rng(0)
+    tokens, codes, frames = _prefill(cfg, kind, B, rng)
+    worst = np.abs(ref.step(tokens, codes, ref_cache) - got.step(tokens, codes, got_cache)).max()
+    P = cfg.tokens_per_frame
+    slots = [cfg.text_len + f * P + w for f in frames for w in range(P)][:DECODE_STEPS]   # greedy, frame by frame
+    prev = np.full((B, 1), cfg.image_vocab, np.int64)
+    for i, slot in enumerate(slots):
+        if i % P == 0:
+            prev = np.full((B, 1), cfg.image_vocab, np.int64)      # <start> at a frame's first slot
+        code = np.full((B, 1), slot, np.int64)
+        a, b = ref.step(prev, code, ref_cache), got.step(prev, code, got_cache)
+        worst = max(worst, np.abs(a - b).max())
+        prev = a[:, -1].argmax(-1)[:, None].astype(np.int64)
+    print(f"{step.name(kind)}: max |logit diff| ORT vs torch over prefill + {len(slots)} decode steps = {worst:.2e}")
+    assert worst <= LOGIT_TOL
+
+
+def test_vqvae_parity(tiny):
+    pkg, _, vq, _ = tiny
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, vq.cfg.n_codes, (3, vq.cfg.grid, vq.cfg.grid)).astype(np.int64)   # 3: not the trace size
+    with torch.no_grad():
+        ref = vq.decode_uint8(torch.as_tensor(tokens)).numpy()
+    got = session(pkg, "vqvae_decoder").run(None, {"tokens": tokens})[0]
+    pix = np.abs(ref.astype(int) - got.astype(int)).max()
+    print(f"vqvae_decoder: max |pixel diff| = {pix} / 255")
+    assert got.dtype == np.uint8 and got.shape == ref.shape and pix <= PIXEL_TOL
+
+    # Encoder tokens may differ at near-ties of the codebook distance: compare what they decode to.
+    frames = ref
+    enc = session(pkg, "vqvae_encoder").run(None, {"frames": frames})[0]
+    with torch.no_grad():
+        ref_tok = vq.encode(torch.as_tensor(frames))
+        ref_img, got_img = vq.decode_uint8(ref_tok).numpy(), vq.decode_uint8(torch.as_tensor(enc)).numpy()
+    same = (enc == ref_tok.numpy()).mean()
+    pix = np.abs(ref_img.astype(int) - got_img.astype(int)).max()
+    print(f"vqvae_encoder: {same:.1%} tokens equal, max |pixel diff| of their decodings = {pix} / 255")
+    assert enc.dtype == np.int64 and enc.shape == tokens.shape and (same == 1.0 or pix <= PIXEL_TOL)
+
+
+def test_backbone_stored_once(tiny):
+    pkg, models, vq, _ = tiny
+    nbytes = lambda state: sum(t.numel() * t.element_size() for t in state.values())  # noqa: E731
+    backbone = nbytes(models[Kind.T2I].state_dict())
+    plus = sum(nbytes(models[k].video_state()) for k in (Kind.KEYFRAME, Kind.INTERP))
+    codec = sum(p.numel() * 4 for p in vq.encoder.parameters()) + sum(p.numel() * 4 for p in vq.decoder.parameters()) \
+        + vq.codebook.embed.numel() * 4
+    weights = (pkg / "weights.bin").stat().st_size
+    once = backbone + plus + codec
+    print(f"weights.bin {weights} B; backbone {backbone} + plus {plus} + codec {codec} = {once} B; "
+          f"3x backbone would be {3 * backbone + plus + codec} B")
+    # folded constants (transposed weights, small tables) add a little; a second backbone copy would add 100%
+    assert weights < once + 0.5 * backbone
+    for name in FRAGMENTS:
+        session(pkg, name)      # every graph loads its share of the one weights file
+
+
+def test_package_checks(tiny):
+    pkg = tiny[0]
+    check.check_package(pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert set(manifest["fragments"]) == set(FRAGMENTS)
+    assert manifest["model_config"] == tiny[1][Kind.T2I].cfg.to_dict()
+    assert manifest["vocab"] == list(tiny[3].vocab)
+
+
+def _copy(pkg, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(pkg, dst)
+    return dst
+
+
+def test_check_tampered_file(tiny, tmp_path):
+    pkg = _copy(tiny[0], tmp_path)
+    with open(pkg / "weights.bin", "r+b") as f:
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(check.PackageError, match="re-run hiergen export"):
+        check.check_package(pkg)
+
+
+def test_check_wrong_format_version(tiny, tmp_path):
+    pkg = _copy(tiny[0], tmp_path)
+    m = json.loads((pkg / "manifest.json").read_text())
+    m["format_version"] = 999
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(check.PackageError, match="format version"):
+        check.check_package(pkg)
+
+
+def test_check_missing_fragment(tiny, tmp_path):
+    pkg = _copy(tiny[0], tmp_path)
+    (pkg / "interp_step.onnx").unlink()
+    with pytest.raises(check.PackageError, match="interp_step"):
+        check.check_package(pkg)
+    m = json.loads((pkg / "manifest.json").read_text())
+    del m["fragments"]["interp_step"]
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(check.PackageError, match="interp_step"):
+        check.check_package(pkg)
+
+
+def test_refuses_to_overwrite_a_different_package(tiny, tmp_path):
+    pkg = _copy(tiny[0], tmp_path)
+    models, vq, tok = tiny_models(seed=1)
+    before = (pkg / "manifest.json").read_text()
+    with pytest.raises(ExportError, match="--force"):
+        build_package(models, vq, tok, pkg)
+    assert (pkg / "manifest.json").read_text() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]     # no temp folder left behind
+    build_package(models, vq, tok, pkg, force=True)
+    assert (pkg / "manifest.json").read_text() != before
+    check.check_package(pkg)
+
+
+def test_refuses_a_folder_that_is_not_a_package(tmp_path):
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    models, vq, tok = tiny_models()
+    with pytest.raises(ExportError, match="not a model package.*--force"):
+        build_package(models, vq, tok, out)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_export_names_missing_checkpoints(tmp_path):
+    from hiergen.export.package import export_package
+    with pytest.raises(ExportError, match="keyframe.safetensors.*train them first"):
+        export_package(tmp_path, tmp_path / "vq.safetensors", tmp_path / "out")
+
+
+def test_commands_return_codes(tiny, tmp_path, capsys):
+    from hiergen.export.commands import cmd_check, cmd_export
+    assert cmd_check(str(tiny[0])) == 0
+    pkg = _copy(tiny[0], tmp_path)
+    (pkg / "t2i_step.onnx").write_bytes(b"garbage")
+    assert cmd_check(str(pkg)) == 1
+    assert "re-run hiergen export" in capsys.readouterr().err
+    assert cmd_export(str(tmp_path / "none"), str(tmp_path / "vq"), str(tmp_path / "out")) == 2
