@@ -18,6 +18,7 @@ pytest.importorskip("onnx")
 from hiergen.config import Kind, ModelConfig  # noqa: E402
 from hiergen.export import check  # noqa: E402
 from hiergen.export.fragments import step  # noqa: E402
+from hiergen.export.parity import OrtStep  # noqa: E402
 from hiergen.export.package import FRAGMENTS, ExportError, build_package  # noqa: E402
 from hiergen.tokenizer import TextTokenizer  # noqa: E402
 from hiergen.training.generate import TorchStepModel  # noqa: E402
@@ -55,28 +56,6 @@ def session(path, name) -> "ort.InferenceSession":
     return ort.InferenceSession(str(path / f"{name}.onnx"), so, providers=["CPUExecutionProvider"])
 
 
-class OrtStep:
-    """Minimal StepModel over an exported step graph (names from the manifest)."""
-
-    def __init__(self, pkg, name: str, cfg: ModelConfig):
-        self.sess = session(pkg, name)
-        spec = json.loads((pkg / "manifest.json").read_text())["fragments"][name]
-        self.cache_names = [s["name"] for s in spec["inputs"][2:]]
-        self.new_names = [s["name"] for s in spec["outputs"][1:]]
-        self.cfg = cfg
-        self.text_len, self.grid, self.image_vocab = cfg.text_len, cfg.grid, cfg.image_vocab
-
-    def new_cache(self, batch: int) -> dict[str, np.ndarray]:
-        c = self.cfg
-        return {n: np.zeros((c.n_layer, batch, c.n_head, c.seq_len, c.head_dim), np.float32) for n in self.cache_names}
-
-    def step(self, tokens, codes, cache) -> np.ndarray:
-        logits, *new = self.sess.run(None, {"tokens": tokens, "codes": codes, **cache})
-        for name, value in zip(self.cache_names, new):
-            cache[name][:, :, :, codes[0]] = value     # the runtime's arena write, slots = codes
-        return logits
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     torch.set_num_threads(1)
@@ -102,7 +81,7 @@ def _prefill(cfg: ModelConfig, kind: Kind, batch: int, rng) -> tuple[np.ndarray,
 def test_step_parity(tiny, kind):
     pkg, models, _, _ = tiny
     cfg, B = models[kind].cfg, 2
-    ref, got = TorchStepModel(models[kind]), OrtStep(pkg, step.name(kind), cfg)
+    ref, got = TorchStepModel(models[kind]), OrtStep(pkg, step.name(kind))
     ref_cache, got_cache = ref.new_cache(B), got.new_cache(B)
     rng = np.random.default_rng(0)
     tokens, codes, frames = _prefill(cfg, kind, B, rng)
@@ -254,7 +233,7 @@ def test_whole_greedy_video_is_token_for_token_the_same(tiny):
     from hiergen.runtime.sampler import SamplerOptions
 
     pkg, models, _, tok = tiny
-    ort_models = {k.value: OrtStep(pkg, step.name(k), models[k].cfg) for k in Kind}
+    ort_models = {k.value: OrtStep(pkg, step.name(k)) for k in Kind}
     torch_models = {k.value: TorchStepModel(models[k]) for k in Kind}
     req = Request("a small red circle moves left slowly", tok, rate=1, frames=33, sampler=SamplerOptions(top_k=1))
     a = generate(req, ort_models, Plan()).tokens
