@@ -44,6 +44,12 @@ def _pair(q_code: torch.Tensor, k_code: torch.Tensor, cfg: ModelConfig):
     return q, k, q_code.unsqueeze(-1), k_code.unsqueeze(-2)
 
 
+def _select(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.where for bool tensors, as logic: exports as And/Or/Not, which every ONNX backend runs
+    (ONNX Runtime's CPU Where has no bool kernel)."""
+    return (cond & a) | (~cond & b)
+
+
 def _given(frame: torch.Tensor) -> torch.Tensor:
     return torch.remainder(frame, 2) == 0   # frames 1, 3, 5 (0-based 0, 2, 4)
 
@@ -56,7 +62,7 @@ def base_visible(q_code: torch.Tensor, k_code: torch.Tensor, cfg: ModelConfig, k
     in_frame = same_frame & (k["within"] <= q["within"])
     if kind == Kind.INTERP:
         in_frame = in_frame | (same_frame & _given(q["frame"]))
-    return torch.where(q["text"], text_q, k["text"] | in_frame)
+    return _select(q["text"], text_q, k["text"] | in_frame)
 
 
 def plus_visible(q_code: torch.Tensor, k_code: torch.Tensor, cfg: ModelConfig, kind: Kind,
@@ -78,12 +84,12 @@ def plus_visible(q_code: torch.Tensor, k_code: torch.Tensor, cfg: ModelConfig, k
         qf, kf = q["frame"], k["frame"]
         k_given = _given(kf)
         causal_self = (kf == qf) & (k["within"] <= q["within"])
-        frame_rule = torch.where(
+        frame_rule = _select(
             _given(qf), k_given,
-            torch.where(qf == 1, k_given | causal_self,
+            _select(qf == 1, k_given | causal_self,
                         k_given | (kf == 1) | causal_self))   # qf == 3
         image_q = k["text"] | (~k["text"] & same_window & frame_rule)
-    return torch.where(q["text"], text_q, image_q)
+    return _select(q["text"], text_q, image_q)
 
 
 def sequence_codes(cfg: ModelConfig, kind: Kind) -> torch.Tensor:

@@ -85,7 +85,6 @@ def export_fragment(module: torch.nn.Module, contract: Contract, sample: dict[st
     got_out = [o.name for o in proto.graph.output]
     assert got_in == contract.input_names and got_out == contract.output_names, (got_in, got_out)
     _set_symbolic_axes(proto, contract)
-    _bool_where_as_uint8(proto)
     _strip_debug_info(proto)
     return proto
 
@@ -101,31 +100,6 @@ def _strip_debug_info(proto: onnx.ModelProto) -> None:
     for t in proto.graph.initializer:
         del t.metadata_props[:]
     del proto.graph.value_info[:]     # intermediate shapes: re-inferred by every runtime
-
-
-def _bool_where_as_uint8(proto: onnx.ModelProto) -> None:
-    """Rewrite Where over bool values (the mask rules) as Cast -> Where(uint8) -> Cast.
-
-    ONNX allows Where on bool, but ONNX Runtime's CPU kernel has no bool
-    implementation; uint8 is supported everywhere (ORT CPU/CUDA, TensorRT).
-    """
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
-    BOOL, U8 = onnx.TensorProto.BOOL, onnx.TensorProto.UINT8
-    nodes = []
-    for n in proto.graph.node:
-        if n.op_type == "Where" and types.get(n.output[0]) == BOOL:
-            c, x, y = n.input
-            xs, ys, out = f"{n.name}_x_u8", f"{n.name}_y_u8", f"{n.name}_u8"
-            nodes += [onnx.helper.make_node("Cast", [x], [xs], to=U8, name=f"{n.name}_cast_x"),
-                      onnx.helper.make_node("Cast", [y], [ys], to=U8, name=f"{n.name}_cast_y"),
-                      onnx.helper.make_node("Where", [c, xs, ys], [out], name=n.name),
-                      onnx.helper.make_node("Cast", [out], [n.output[0]], to=BOOL, name=f"{n.name}_cast_out")]
-        else:
-            nodes.append(n)
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
 
 
 def _set_symbolic_axes(proto: onnx.ModelProto, contract: Contract) -> None:
