@@ -8,6 +8,8 @@ from hiergen.runtime.sampler import SamplerOptions
 from hiergen.tokenizer import TextTokenizer
 
 TOK = TextTokenizer.default()
+# Guidance on two stages (batches of 2) and off on the third (batches of triples).
+PLAN = Plan(guidance={"t2i": 3.0, "keyframe": 3.0, "interp": 1.0})
 
 
 class FakeModel:
@@ -40,7 +42,7 @@ def models():
 def test_frame_counts_and_batched_rounds(frames, rounds):
     ms = models()
     req = Request("a small red circle moves left slowly", TOK, rate=1, frames=frames, sampler=SamplerOptions(seed=3))
-    res = generate(req, ms, Plan())
+    res = generate(req, ms, PLAN)
     assert res.tokens.shape == (frames, 4, 4)
     assert res.fps == 2 ** rounds
     # guidance 3 -> batch of 2 for t2i and keyframes; interp (guidance 1) batches the triples
@@ -55,15 +57,15 @@ def test_frame_counts_and_batched_rounds(frames, rounds):
 def test_keyframes_are_kept_by_interpolation():
     req5 = Request("a small red circle moves left slowly", TOK, 1, 5, SamplerOptions(seed=1))
     req33 = Request("a small red circle moves left slowly", TOK, 1, 33, SamplerOptions(seed=1))
-    k5 = generate(req5, models(), Plan()).tokens
-    k33 = generate(req33, models(), Plan()).tokens
+    k5 = generate(req5, models(), PLAN).tokens
+    k33 = generate(req33, models(), PLAN).tokens
     assert np.array_equal(k33[::8], k5)
 
 
 def test_seeded_runs_repeat_and_seeds_differ():
     def run(seed):
         return generate(Request("a large blue square bounces quickly", TOK, 4, 9, SamplerOptions(seed=seed)),
-                        models(), Plan()).tokens
+                        models(), PLAN).tokens
     assert np.array_equal(run(0), run(0))
     assert not np.array_equal(run(0), run(1))
 
@@ -82,4 +84,4 @@ def test_draws_do_not_depend_on_batch_composition():
 
 def test_unknown_frame_count():
     with pytest.raises(ValueError, match="5, 9, 17, 33"):
-        generate(Request("a small red circle stays still", TOK, 1, 12, SamplerOptions()), models(), Plan())
+        generate(Request("a small red circle stays still", TOK, 1, 12, SamplerOptions()), models(), PLAN)
