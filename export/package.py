@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from hiergen.config import Kind, ModelConfig
+from hiergen.fileio import temp_dir_beside
 from hiergen.runtime.plan import Plan
 from hiergen.tokenizer import TextTokenizer
 
@@ -116,7 +116,7 @@ def build_package(models: dict[Kind, DualTransformer], vq: VQVAE, tokenizer: Tex
               "plan": plan.to_dict(), "source_sha256": _source_digest(models, vq)}
     _refuse_to_replace(out, source, force)      # before minutes of export, not after
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         weights = SharedWeights(tmp / WEIGHTS)
         jobs = [(vqvae_encoder.NAME, vqvae_encoder.contract(vq.cfg), vqvae_encoder.Graph(vq), vqvae_encoder.sample(vq.cfg)),

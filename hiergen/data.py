@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from hiergen.captions import CaptionError, parse
 from hiergen.clip import Clip
+from hiergen.fileio import temp_dir_beside
 from hiergen.progress import progress
 from hiergen.rates import NATIVE_FPS
 from hiergen.synth import caption_for, check_size, render, split_of
@@ -83,7 +83,7 @@ def _prepare_out(out: Path, force: bool) -> Path:
         if not (out / "dataset.json").is_file():
             raise DatasetError(f"{out} exists and is not a hiergen dataset; refusing to replace it even with --force")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    return temp_dir_beside(out)
 
 
 def _commit(tmp: Path, out: Path) -> None:
