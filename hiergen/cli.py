@@ -190,6 +190,13 @@ def cmd_check(args) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def _add_checkpoint_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--checkpoints", default="checkpoints/transformer",
+                   help="folder with t2i/keyframe/interp .safetensors (default checkpoints/transformer)")
+    s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors",
+                   help="tokenizer checkpoint (default checkpoints/vqvae/final.safetensors)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hiergen", formatter_class=_Formatter, epilog=EPILOG,
@@ -305,9 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=None, help="default: the plan's (1.0)")
     s.add_argument("--top-k", type=int, default=None, help="1 = greedy; default: the plan's (0 = off)")
     s.add_argument("--top-p", type=float, default=None, help="default: the plan's (1.0 = off)")
-    s.add_argument("--checkpoints", default="checkpoints/transformer",
-                   help="folder with t2i/keyframe/interp .safetensors (default checkpoints/transformer)")
-    s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors", help="tokenizer checkpoint")
+    _add_checkpoint_options(s)
     s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1: fastest for decode steps)")
     s.set_defaults(func=cmd_reference)
 
@@ -316,9 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write the VQ-VAE encoder/decoder and the three transformer step graphs (static "
                                    "KV caches) with manifest.json into a package folder; weights shared by the step "
                                    "graphs are stored once. Written to a temporary folder and renamed at the end.")
-    s.add_argument("--checkpoints", default="checkpoints/transformer",
-                   help="folder with t2i/keyframe/interp .safetensors (default checkpoints/transformer)")
-    s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors", help="tokenizer checkpoint")
+    _add_checkpoint_options(s)
     s.add_argument("--out", default="models/default", help="package folder (default models/default)")
     s.add_argument("--force", action="store_true", help="replace a different package at --out")
     s.set_defaults(func=cmd_export)
