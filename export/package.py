@@ -29,6 +29,7 @@ from onnx import numpy_helper
 
 from hiergen.config import Kind, ModelConfig
 from hiergen.fileio import temp_dir_beside
+from hiergen.runtime.package import FORMAT, FORMAT_VERSION, sha256
 from hiergen.runtime.plan import Plan
 from hiergen.tokenizer import TextTokenizer
 
@@ -36,23 +37,13 @@ if TYPE_CHECKING:      # torch stays out of `hiergen check`, which imports this 
     from hiergen.training.model import DualTransformer
     from hiergen.training.vqvae import VQVAE
 
-FORMAT, FORMAT_VERSION = "hiergen-package", 1
 WEIGHTS = "weights.bin"
-FRAGMENTS = ("vqvae_encoder", "vqvae_decoder", "t2i_step", "keyframe_step", "interp_step")
 _ALIGN = 64
 INLINE_BELOW = 1024    # bytes; smaller tensors (norm biases, scalars) stay inside each graph
 
 
 class ExportError(ValueError):
     """An export that cannot proceed; the message says what to do."""
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------ shared weights

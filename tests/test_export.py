@@ -19,7 +19,8 @@ from hiergen.config import Kind, ModelConfig  # noqa: E402
 from hiergen.export import check  # noqa: E402
 from hiergen.export.fragments import step  # noqa: E402
 from hiergen.export.parity import OrtStep  # noqa: E402
-from hiergen.export.package import FRAGMENTS, ExportError, build_package  # noqa: E402
+from hiergen.export.package import ExportError, build_package  # noqa: E402
+from hiergen.runtime.package import FRAGMENTS  # noqa: E402
 from hiergen.tokenizer import TextTokenizer  # noqa: E402
 from hiergen.training.generate import TorchStepModel  # noqa: E402
 from hiergen.training.model import DualTransformer  # noqa: E402

@@ -1,0 +1,65 @@
+"""Reading a model package: manifest, format version and file hashes (no torch, no onnx).
+
+Every runtime opens a package through `open_package`, which refuses one whose
+format version or hashes do not match, with a message that says what to do.
+`hiergen check` (export/check.py) adds the ONNX checker and shape inference.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+FORMAT, FORMAT_VERSION = "hiergen-package", 1
+FRAGMENTS = ("vqvae_encoder", "vqvae_decoder", "t2i_step", "keyframe_step", "interp_step")
+FIX = "re-run hiergen export to rebuild the package"
+
+
+class PackageError(ValueError):
+    """A package a runtime must not load; the message says how to fix it."""
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(path: str | os.PathLike) -> dict:
+    p = Path(path) / "manifest.json"
+    try:
+        m = json.loads(p.read_text())
+    except OSError:
+        raise PackageError(f"{path} is not a model package (no readable manifest.json): {FIX}") from None
+    except ValueError as e:
+        raise PackageError(f"{p} is not valid JSON ({e}): {FIX}") from None
+    if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
+        raise PackageError(f"{p} has format {m.get('format')!r} format version {m.get('format_version')!r}; "
+                           f"this hiergen reads {FORMAT!r} format version {FORMAT_VERSION}: {FIX} "
+                           "with this hiergen version (or install the hiergen that wrote it)")
+    missing = [f for f in FRAGMENTS if f not in m.get("fragments", {})]
+    if missing:
+        raise PackageError(f"{p} lists no fragment {', '.join(missing)}: {FIX}")
+    return m
+
+
+def verify_file(root: Path, file: str, want: str) -> Path:
+    f = root / file
+    if not f.is_file():
+        raise PackageError(f"{f} is missing: {FIX}")
+    if sha256(f) != want:
+        raise PackageError(f"{f} does not match its SHA-256 in the manifest (modified or corrupted): {FIX}")
+    return f
+
+
+def open_package(path: str | os.PathLike) -> dict:
+    """The manifest of a package whose files are all present and unmodified."""
+    root = Path(path)
+    m = load_manifest(root)
+    verify_file(root, m["weights"]["file"], m["weights"]["sha256"])
+    for name in FRAGMENTS:
+        verify_file(root, m["fragments"][name]["file"], m["fragments"][name]["sha256"])
+    return m
