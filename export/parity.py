@@ -18,30 +18,11 @@ from pathlib import Path
 import numpy as np
 
 
-class OrtStep:
-    """Minimal StepModel over an exported step graph (tensor names from the manifest); CPU, numpy caches."""
-
-    def __init__(self, pkg: Path, name: str, threads: int = 1):
-        import onnxruntime as ort
-        manifest = json.loads((Path(pkg) / "manifest.json").read_text())
-        spec, cfg = manifest["fragments"][name], manifest["model_config"]
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = threads
-        self.sess = ort.InferenceSession(str(Path(pkg) / spec["file"]), so, providers=["CPUExecutionProvider"])
-        self.cache_names = [s["name"] for s in spec["inputs"][2:]]
-        self.text_len, self.grid, self.image_vocab = cfg["text_len"], cfg["grid"], cfg["image_vocab"]
-        d = cfg["d_model"] // cfg["n_head"]
-        self.cache_shape = (cfg["n_layer"], cfg["n_head"], cfg["text_len"] + cfg["n_frames"] * cfg["grid"] ** 2, d)
-
-    def new_cache(self, batch: int) -> dict[str, np.ndarray]:
-        L, H, S, D = self.cache_shape
-        return {n: np.zeros((L, batch, H, S, D), np.float32) for n in self.cache_names}
-
-    def step(self, tokens, codes, cache) -> np.ndarray:
-        logits, *new = self.sess.run(None, {"tokens": tokens, "codes": codes, **cache})
-        for name, value in zip(self.cache_names, new):
-            cache[name][:, :, :, codes[0]] = value     # slots = codes
-        return logits
+def OrtStep(pkg: str | Path, name: str, threads: int = 1):
+    """The runtime's step model for one graph of a package, on the CPU."""
+    from hiergen.runtime.backend import OrtStepModel
+    from hiergen.runtime.package import load_manifest
+    return OrtStepModel(Path(pkg), load_manifest(pkg), name, ["CPUExecutionProvider"], threads)
 
 
 class _Recording:
@@ -75,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from hiergen.runtime.orchestrator import Request, generate
     from hiergen.runtime.plan import Plan
     from hiergen.runtime.sampler import SamplerOptions
-    from hiergen.training.generate import ReferencePipeline, keyframe_rate
+    from hiergen.runtime.pipeline import keyframe_rate
+    from hiergen.training.generate import ReferencePipeline
 
     ref = ReferencePipeline.load(args.checkpoints, args.vqvae)
     plan = Plan.from_dict(json.loads((Path(args.package) / "manifest.json").read_text())["plan"])
@@ -93,21 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}_step: max |logit diff| ORT vs torch over {n} steps = {worst[k]:.2e}")
     print(f"{args.frames}-frame greedy video: {int((a != b).sum())} of {a.size} tokens differ")
 
-    dec = OrtDecoder(Path(args.package))
+    from hiergen.runtime.backend import OrtCodec
+    from hiergen.runtime.package import load_manifest
+    dec = OrtCodec(Path(args.package), load_manifest(args.package), ["CPUExecutionProvider"], threads=1)
     pix = np.abs(dec.decode(b).astype(int) - ref.codec.decode(b).astype(int)).max()
     print(f"vqvae_decoder: max |pixel diff| over {len(b)} frames = {pix} / 255")
     return 0 if np.array_equal(a, b) and max(worst.values()) <= 1e-4 and pix <= 1 else 1
-
-
-class OrtDecoder:
-    def __init__(self, pkg: Path):
-        import onnxruntime as ort
-        spec = json.loads((pkg / "manifest.json").read_text())["fragments"]["vqvae_decoder"]
-        self.sess = ort.InferenceSession(str(pkg / spec["file"]), providers=["CPUExecutionProvider"])
-        self.inp = spec["inputs"][0]["name"]
-
-    def decode(self, tokens: np.ndarray) -> np.ndarray:
-        return self.sess.run(None, {self.inp: tokens.astype(np.int64)})[0]
 
 
 if __name__ == "__main__":

@@ -140,41 +140,73 @@ def cmd_vqvae_quality(args) -> int:
                                       data=args.data, textured=args.textured)
 
 
-def cmd_reference(args) -> int:
-    if (msg := _needs_torch()):
-        return _fail(msg)
-    from hiergen.captions import unknown_words
+def _generate_and_save(args, load) -> int:
+    """Shared by `generate` (ONNX Runtime) and `reference` (PyTorch): check, load, generate, write."""
+    import warnings
+
+    from hiergen.progress import Progress
+    from hiergen.runtime.pipeline import PromptError, check_prompt
     from hiergen.runtime.plan import rounds_for
     from hiergen.runtime.video import VideoError, check_writable
-    from hiergen.training.checkpoint import CheckpointError
-    from hiergen.training.generate import ReferencePipeline
-    prompt = " ".join(args.prompt).strip()
-    if not prompt:
-        return _fail("empty prompt: describe the video, e.g. 'a small red circle moves left slowly'")
-    if (unknown := unknown_words(prompt)):
-        print(f"warning: the model never saw {', '.join(map(repr, unknown))}; they are read as <unk>",
-              file=sys.stderr)
+    from hiergen.tokenizer import TextTokenizer
+
+    prompt = " ".join(args.prompt)
+    outputs = [args.output] + [str(Path(args.output).with_suffix(e))
+                               for e, on in ((".gif", args.gif), (".png", args.sheet)) if on]
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # unknown words are reported once, by generate below
+            check_prompt(prompt, TextTokenizer.default(), args.strict)
         rounds_for(args.frames)
-        outputs = [args.output] + [str(Path(args.output).with_suffix(e)) for e, on in ((".gif", args.gif),
-                                                                                      (".png", args.sheet)) if on]
         for out in outputs:
             check_writable(out)
-        if args.threads:
-            import torch
-            torch.set_num_threads(args.threads)
-        pipe = ReferencePipeline.load(args.checkpoints, args.vqvae)
-        video = pipe.generate(prompt, frames=args.frames, seed=args.seed, temperature=args.temperature,
-                              top_k=args.top_k, top_p=args.top_p)
+        pipe = load()
+        bars: list[Progress] = []
+
+        def progress(stage: str, n: int):
+            if bars:
+                bars[-1].close()
+            bars.append(Progress(n, f"{stage:>9}", unit="tok", enabled=not args.quiet))
+            return bars[-1].update
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            video = pipe.generate(prompt, frames=args.frames, seed=args.seed, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, strict=args.strict, progress=progress)
+        if bars:
+            bars[-1].close()
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
         for out in outputs:
             video.save(out)
             print(f"wrote {out}")
-    except (ValueError, VideoError, CheckpointError) as e:
+    except (PromptError, VideoError, ValueError) as e:
         return _fail(str(e))
     t = video.result.timings
     print(f"{len(video.frames)} frames at {video.fps:g} fps in {sum(t.values()):.1f} s ("
           + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + ")")
     return 0
+
+
+def cmd_generate(args) -> int:
+    import logging
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+
+    def load():
+        from hiergen.runtime.pipeline import Pipeline
+        return Pipeline.load(args.model, backend=args.backend, threads=args.threads)
+    return _generate_and_save(args, load)
+
+
+def cmd_reference(args) -> int:
+    if (msg := _needs_torch()):
+        return _fail(msg)
+
+    def load():
+        import torch
+        from hiergen.training.generate import ReferencePipeline
+        torch.set_num_threads(args.threads)
+        return ReferencePipeline.load(args.checkpoints, args.vqvae)
+    return _generate_and_save(args, load)
 
 
 def cmd_export(args) -> int:
@@ -195,6 +227,20 @@ def _add_checkpoint_options(s: argparse.ArgumentParser) -> None:
                    help="folder with t2i/keyframe/interp .safetensors (default checkpoints/transformer)")
     s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors",
                    help="tokenizer checkpoint (default checkpoints/vqvae/final.safetensors)")
+
+
+def _add_generation_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("prompt", nargs="+", help="the caption, e.g. a small red circle moves left slowly")
+    s.add_argument("-o", "--output", default="out.mp4", help="video file: .mp4, .gif or .png (default out.mp4)")
+    s.add_argument("--gif", action="store_true", help="also write a GIF beside the output")
+    s.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG beside the output")
+    s.add_argument("--frames", type=int, default=33, help="frames to make: 5, 9, 17 or 33 (default 33)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    s.add_argument("--temperature", type=float, default=None, help="default: the plan's")
+    s.add_argument("--top-k", type=int, default=None, help="1 = greedy; default: the plan's")
+    s.add_argument("--top-p", type=float, default=None, help="default: the plan's (1.0 = off)")
+    s.add_argument("--strict", action="store_true", help="refuse prompts with words the model never saw")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,19 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="CPU threads for encoding; 1 is fastest on a shared machine")
     s.set_defaults(func=cmd_tokenize)
 
+    s = sub.add_parser("generate", help="generate a video from a prompt with a model package (ONNX Runtime, no torch)",
+                       formatter_class=_Formatter,
+                       description="Keyframes first, then recursive interpolation, driven by the package's "
+                                   "generation plan over ONNX Runtime (TensorRT EP, CUDA EP or CPU).",
+                       epilog="examples:\n  hiergen generate a small red circle moves left slowly -o red.mp4 --sheet\n"
+                              "  hiergen generate a large cyan square bounces quickly --frames 9 --seed 3 --gif")
+    _add_generation_options(s)
+    s.add_argument("--model", default=None, help="model package folder (default: the shipped models/default)")
+    s.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
+                   help="ONNX Runtime execution provider (default auto: best available)")
+    s.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    s.set_defaults(func=cmd_generate)
+
     s = sub.add_parser("reference", help="generate a video with the PyTorch reference generator (checkpoints)",
                        formatter_class=_Formatter,
-                       description="Keyframes first, then recursive interpolation, in PyTorch from training "
-                                   "checkpoints: the ground truth every exported runtime is checked against.")
-    s.add_argument("prompt", nargs="+", help="the caption, e.g. a small red circle moves left slowly")
-    s.add_argument("-o", "--output", default="out.mp4", help="video file: .mp4, .gif or .png (default out.mp4)")
-    s.add_argument("--gif", action="store_true", help="also write a GIF beside the output")
-    s.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG beside the output")
-    s.add_argument("--frames", type=int, default=33, choices=(5, 9, 17, 33), help="frames to make (default 33)")
-    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    s.add_argument("--temperature", type=float, default=None, help="default: the plan's (1.0)")
-    s.add_argument("--top-k", type=int, default=None, help="1 = greedy; default: the plan's (0 = off)")
-    s.add_argument("--top-p", type=float, default=None, help="default: the plan's (1.0 = off)")
+                       description="The same loop as `generate`, in PyTorch from training checkpoints: the ground "
+                                   "truth every exported runtime is checked against.")
+    _add_generation_options(s)
     _add_checkpoint_options(s)
     s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1: fastest for decode steps)")
     s.set_defaults(func=cmd_reference)

@@ -141,7 +141,7 @@ def generate(req: Request, models: dict[str, StepModel], plan: Plan,
         n = len(frames) // 2                        # overlapping triples (2i, 2i+1, 2i+2)
         given = {0: np.stack(frames[0:-1:2]), 2: np.stack(frames[1::2]), 4: np.stack(frames[2::2])}
         made = fill_frames(interp, req.texts(token_rate, n), given, [1, 3], plan.guidance["interp"], req.sampler,
-                           (2 << 16) + (r << 8) + np.arange(n), tick(f"round {r + 1}", 2 * P * n))
+                           (2 << 16) + (r << 8) + np.arange(n), tick(f"round {r + 1}", 2 * P))
         new = []
         for i in range(n):
             new += [frames[2 * i], made[1][i], frames[2 * i + 1], made[3][i]]

@@ -7,7 +7,8 @@ from hiergen.config import Kind, ModelConfig
 from hiergen.runtime.plan import Plan
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training import checkpoint as ckpt
-from hiergen.training.generate import ReferencePipeline, TorchCodec, TorchStepModel, keyframe_rate
+from hiergen.runtime.pipeline import keyframe_rate
+from hiergen.training.generate import ReferencePipeline, TorchCodec, TorchStepModel
 from hiergen.training.model import DualTransformer
 from hiergen.training.vqvae import VQVAE, VQVAEConfig
 

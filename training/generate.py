@@ -12,17 +12,14 @@ PyTorch, so "same logits -> same tokens" holds by construction.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hiergen.captions import CaptionError, parse
 from hiergen.config import Kind, ModelConfig
-from hiergen.runtime.orchestrator import Request, Result, generate
+from hiergen.runtime.pipeline import Video, run_generation
 from hiergen.runtime.plan import Plan
-from hiergen.runtime.sampler import SamplerOptions
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training import checkpoint as ckpt
 from hiergen.training.model import DualTransformer, KVCache
@@ -68,26 +65,6 @@ class TorchCodec:
         return self.vq.encode(torch.as_tensor(frames, device=self.device)).cpu().numpy()
 
 
-@dataclass
-class Video:
-    frames: np.ndarray       # (F, H, W, 3) uint8 RGB
-    tokens: np.ndarray       # (F, g, g) int64
-    fps: float
-    prompt: str
-    result: Result
-
-    def save(self, path: str | os.PathLike, scale: int = 4) -> Path:
-        from hiergen.runtime.video import save_video
-        return save_video(self.frames, path, self.fps, self.prompt, scale=scale)
-
-
-def keyframe_rate(prompt: str, plan: Plan) -> int:
-    try:
-        return plan.rate_for(parse(prompt).speed)
-    except CaptionError:
-        return plan.rate_for(None)
-
-
 class ReferencePipeline:
     def __init__(self, models: dict[str, TorchStepModel], codec: TorchCodec, plan: Plan | None = None,
                  tokenizer: TextTokenizer | None = None):
@@ -109,10 +86,7 @@ class ReferencePipeline:
         return cls(models, TorchCodec(vq, device), plan, tok)
 
     def generate(self, prompt: str, frames: int = 33, seed: int = 0, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, progress=None) -> Video:
-        opts = SamplerOptions(temperature=self.plan.temperature if temperature is None else temperature,
-                              top_k=self.plan.top_k if top_k is None else top_k,
-                              top_p=self.plan.top_p if top_p is None else top_p, seed=seed)
-        req = Request(prompt, self.tokenizer, keyframe_rate(prompt, self.plan), frames, opts)
-        res = generate(req, self.models, self.plan, progress)
-        return Video(frames=self.codec.decode(res.tokens), tokens=res.tokens, fps=res.fps, prompt=prompt, result=res)
+                 top_k: int | None = None, top_p: float | None = None, strict: bool = False,
+                 progress=None) -> Video:
+        return run_generation(prompt, self.models, self.codec, self.plan, self.tokenizer, frames, seed,
+                              temperature, top_k, top_p, strict, progress)

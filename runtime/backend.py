@@ -1,0 +1,88 @@
+"""ONNX Runtime backend: step models and the VQ-VAE codec over a model package's fragments.
+
+Tensor names come from the manifest, never from code. Execution providers are
+chosen best-first (TensorRT, CUDA, CPU) or forced, with one log line saying
+what runs where. The KV-cache arena is preallocated per generation stage and
+the new keys/values of each step are written into it at their slots
+(= position codes); nothing grows step by step.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger("hiergen")
+
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+BACKENDS = ("auto",) + tuple(PROVIDERS)
+
+
+class BackendError(ValueError):
+    """A backend that cannot run here; the message says what to install or choose."""
+
+
+def providers_for(backend: str) -> list[str]:
+    available = ort.get_available_providers()
+    if backend == "auto":
+        return [p for p in PROVIDERS.values() if p in available]
+    if backend not in PROVIDERS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if PROVIDERS[backend] not in available:
+        hint = {"cuda": "pip install 'hiergen[gpu]' on a machine with an NVIDIA GPU",
+                "tensorrt": "install TensorRT and onnxruntime-gpu built with it"}.get(backend, "")
+        raise BackendError(f"backend {backend!r} is not available in this onnxruntime "
+                           f"(it has {', '.join(available)}); {hint or 'use --backend auto'}")
+    return [PROVIDERS[backend], "CPUExecutionProvider"] if backend != "cpu" else ["CPUExecutionProvider"]
+
+
+def session(pkg: Path, spec: dict, providers: list[str], threads: int | None = None) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(pkg / spec["file"]), so, providers=providers)
+
+
+class OrtStepModel:
+    """StepModel (runtime/orchestrator.py) over one exported transformer step graph."""
+
+    def __init__(self, pkg: Path, manifest: dict, name: str, providers: list[str], threads: int | None = None):
+        spec = manifest["fragments"][name]
+        cfg = manifest["model_config"]
+        self.sess = session(pkg, spec, providers, threads)
+        self.tokens_name, self.codes_name = spec["inputs"][0]["name"], spec["inputs"][1]["name"]
+        self.cache_names = [s["name"] for s in spec["inputs"][2:]]
+        self.text_len, self.grid, self.image_vocab = cfg["text_len"], cfg["grid"], cfg["image_vocab"]
+        # Cache shape from the manifest: (n_layer, "batch", n_head, max_len, head_dim).
+        self.cache_shape = [spec["inputs"][2]["shape"][i] for i in (0, 2, 3, 4)]
+
+    def new_cache(self, batch: int) -> dict[str, np.ndarray]:
+        L, H, S, D = self.cache_shape
+        return {n: np.zeros((L, batch, H, S, D), np.float32) for n in self.cache_names}
+
+    def step(self, tokens: np.ndarray, codes: np.ndarray, cache: dict[str, np.ndarray]) -> np.ndarray:
+        logits, *new = self.sess.run(None, {self.tokens_name: tokens, self.codes_name: codes, **cache})
+        slots = codes[0]                       # every sequence of a step writes the same slots
+        for name, kv in zip(self.cache_names, new):
+            cache[name][:, :, :, slots] = kv
+        return logits
+
+
+class OrtCodec:
+    """The VQ-VAE fragments: uint8 RGB frames <-> int64 tokens."""
+
+    def __init__(self, pkg: Path, manifest: dict, providers: list[str], threads: int | None = None):
+        enc, dec = manifest["fragments"]["vqvae_encoder"], manifest["fragments"]["vqvae_decoder"]
+        self.enc, self.dec = session(pkg, enc, providers, threads), session(pkg, dec, providers, threads)
+        self.enc_in, self.dec_in = enc["inputs"][0]["name"], dec["inputs"][0]["name"]
+        self.image_size = manifest["vq_config"]["image_size"]
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        return self.dec.run(None, {self.dec_in: np.ascontiguousarray(tokens, np.int64)})[0]
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        return self.enc.run(None, {self.enc_in: np.ascontiguousarray(frames, np.uint8)})[0]
