@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	mkdir -p out
-	$(BIN)/hiergen reference $(PROMPT) -o out/demo.mp4 --gif --sheet
+	$(BIN)/hiergen generate $(PROMPT) -o out/demo.mp4 --gif --sheet
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
