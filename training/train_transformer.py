@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from hiergen.progress import Progress
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training import checkpoint as ckpt
 from hiergen.training.model import DualTransformer
+from hiergen.training.schedule import warmup_cosine
 from hiergen.training.sequences import IGNORE, TokenClip, make_batch, usable
 
 
@@ -50,10 +50,7 @@ class TrainError(ValueError):
 
 
 def lr_at(step: int, r: Recipe) -> float:
-    if step < r.warmup:
-        return r.lr * (step + 1) / r.warmup
-    t = (step - r.warmup) / max(1, r.steps - r.warmup)
-    return r.lr * (r.min_lr_frac + (1 - r.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    return warmup_cosine(step, r.lr, r.warmup, r.steps, r.min_lr_frac)
 
 
 def _dist() -> tuple[int, int]:

@@ -47,6 +47,7 @@ from hiergen.progress import Progress
 from hiergen.synth import caption_for, render, split_of
 from hiergen.training.checkpoint import (CheckpointError, config_from_dict, load, load_model_state,
                                          save)
+from hiergen.training.schedule import warmup_cosine
 from hiergen.training.vqvae import VQVAE, VQVAEConfig, normalize
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -159,10 +160,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 
 def lr_at(step: int, opts: TrainOptions) -> float:
-    if step < opts.warmup:
-        return opts.lr * (step + 1) / opts.warmup
-    t = (step - opts.warmup) / max(1, opts.steps - opts.warmup)
-    return opts.lr * (opts.min_lr + (1 - opts.min_lr) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    return warmup_cosine(step, opts.lr, opts.warmup, opts.steps, opts.min_lr)
 
 
 def _codebook_gen(seed: int, step: int, device: torch.device) -> torch.Generator:
