@@ -6,6 +6,7 @@ under the real name.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -35,6 +36,15 @@ def temp_dir_beside(path: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o755)
     return tmp
+
+
+def hash_file(path: str | os.PathLike, h=None):
+    """Feed a file's bytes into hash object `h` (a new SHA-256 by default) and return it."""
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

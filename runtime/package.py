@@ -6,10 +6,11 @@ format version or hashes do not match, with a message that says what to do.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
+
+from hiergen.fileio import hash_file
 
 FORMAT, FORMAT_VERSION = "hiergen-package", 1
 FRAGMENTS = ("vqvae_encoder", "vqvae_decoder", "t2i_step", "keyframe_step", "interp_step")
@@ -21,11 +22,7 @@ class PackageError(ValueError):
 
 
 def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return hash_file(path).hexdigest()
 
 
 def load_manifest(path: str | os.PathLike) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hiergen.fileio import atomic_path, write_json
+from hiergen.fileio import atomic_path, hash_file, write_json
 from hiergen.progress import Progress
 from hiergen.synth import SPLITS
 
@@ -59,21 +59,13 @@ class TokenShard:
         return self.tokens[self.offsets[i]:self.offsets[i + 1]]
 
 
-def _sha256_file(path: Path, h: "hashlib._Hash | None" = None) -> "hashlib._Hash":
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h
-
-
 def cache_key(dataset_dir: str | os.PathLike, vqvae_checkpoint: str | os.PathLike) -> str:
     """SHA-256 over (format version, tokenizer checkpoint bytes, dataset.json, index.jsonl)."""
     root = Path(dataset_dir)
     h = hashlib.sha256(f"{FORMAT}/{VERSION}\n".encode())
     for part in (Path(vqvae_checkpoint), root / "dataset.json", root / "index.jsonl"):
         h.update(f"{part.name}\n".encode())
-        _sha256_file(part, h)
+        hash_file(part, h)
     return h.hexdigest()
 
 
@@ -87,7 +79,7 @@ def _read_manifest(out: Path) -> dict | None:
 def _shards_intact(out: Path, manifest: dict) -> bool:
     for entry in manifest.get("splits", {}).values():
         path = out / entry["file"]
-        if not path.is_file() or _sha256_file(path).hexdigest() != entry["sha256"]:
+        if not path.is_file() or hash_file(path).hexdigest() != entry["sha256"]:
             return False
     return bool(manifest.get("splits"))
 
@@ -158,7 +150,7 @@ def tokenize_dataset(dataset_dir: str | os.PathLike, vqvae_checkpoint: str | os.
                       fps=np.asarray([r.fps for r in recs], np.float32),
                       seeds=np.asarray([-1 if r.seed is None else r.seed for r in recs], np.int64),
                       held_out=np.asarray([r.held_out for r in recs], bool))
-        splits[split] = {"file": path.name, "sha256": _sha256_file(path).hexdigest(),
+        splits[split] = {"file": path.name, "sha256": hash_file(path).hexdigest(),
                          "n_clips": len(recs), "n_frames": offsets[-1]}
     bar.close()
     manifest = {"format": FORMAT, "version": VERSION, "key": key,

@@ -167,10 +167,6 @@ def _codebook_gen(seed: int, step: int, device: torch.device) -> torch.Generator
     return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (1 << 63))
 
 
-def _write_json(path: Path, obj) -> None:
-    write_json(path, obj, indent=1)
-
-
 def load_vqvae(path: str | os.PathLike, device: str | torch.device = "cpu") -> VQVAE:
     """Rebuild a VQ-VAE from a checkpoint (its config travels inside), in eval mode."""
     ckpt = load(path, VQVAEConfig, kind="vqvae")
@@ -245,8 +241,8 @@ def train_vqvae(out_dir: str | os.PathLike, config: VQVAEConfig | None = None,
                  "optimizer": optimizer.state_dict(), "rng": {"torch": torch.get_rng_state()},
                  "metrics": metrics}
         save(last, model.state_dict(), config, extra, kind="vqvae")
-        _write_json(hist_path, {"config": dataclasses.asdict(config), "options": dataclasses.asdict(opts),
-                                "history": history})
+        write_json(hist_path, {"config": dataclasses.asdict(config), "options": dataclasses.asdict(opts),
+                                "history": history}, indent=1)
 
     bar = Progress(opts.steps - step, f"train vqvae (resumed at step {step})" if step else "train vqvae",
                    unit="step", enabled=show_progress)
