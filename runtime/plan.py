@@ -19,10 +19,11 @@ class Plan:
     # Each interpolation round doubles the rate; the rate TOKEN is capped at the
     # highest rate training data has (16 fps native), the playback rate is not.
     max_rate_token: int = 16
-    # CogVideo guides the keyframes at 3.0. On the small default model, guidance
-    # 3.0 broke keyframes apart (objects in 10 of 20 frames lost or torn on 4
-    # trial prompts) while 1.0 with top-k 12 kept them whole: provisional
-    # defaults until the evaluation of generated videos (issue 5) tunes them.
+    # CogVideo guides the keyframes at 3.0. On the small default model and 4
+    # trial prompts (5 keyframes each), guidance 3.0 lost or split the object in
+    # 7 of 40 frames over two samplers and gave a recognisable motion in 1 of 8
+    # runs; 1.0 with top-k 12 kept one object in 20 of 20 frames and a motion in
+    # 3 of 4. Provisional until the evaluation of generated videos (issue 5).
     guidance: dict[str, float] = field(default_factory=lambda: {"t2i": 3.0, "keyframe": 1.0, "interp": 1.0})
     temperature: float = 1.0
     top_k: int = 12
