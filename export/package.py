@@ -112,7 +112,10 @@ def build_package(models: dict[Kind, DualTransformer], vq: VQVAE, tokenizer: Tex
         weights = SharedWeights(tmp / WEIGHTS)
         jobs = [(vqvae_encoder.NAME, vqvae_encoder.contract(vq.cfg), vqvae_encoder.Graph(vq), vqvae_encoder.sample(vq.cfg)),
                 (vqvae_decoder.NAME, vqvae_decoder.contract(vq.cfg), vqvae_decoder.Graph(vq), vqvae_decoder.sample(vq.cfg))]
-        jobs += [(step.name(k), step.contract(cfg, k), step.Graph(models[k].eval()), step.sample(cfg, k)) for k in Kind]
+        for k in Kind:
+            jobs += [(step.name(k), step.contract(cfg, k), step.Graph(models[k].eval()), step.sample(cfg, k)),
+                     (step.prefill_name(k), step.prefill_contract(cfg, k), step.PrefillGraph(models[k].eval()),
+                      step.sample(cfg, k))]
         fragments = {}
         for name, contract, graph, sample in jobs:
             proto = export_fragment(graph, contract, sample)
@@ -120,6 +123,8 @@ def build_package(models: dict[Kind, DualTransformer], vq: VQVAE, tokenizer: Tex
             onnx.save_model(proto, tmp / f"{name}.onnx")
             fragments[name] = {"file": f"{name}.onnx", **contract.to_dict(), "precision": "fp32",
                                "sha256": sha256(tmp / f"{name}.onnx")}
+        for k in Kind:
+            fragments[step.name(k)]["prefill"] = step.prefill_name(k)
         weights.close()
         manifest = {
             **source, "opset": OPSET,

@@ -37,7 +37,7 @@ class _Recording:
 
     def step(self, tokens, codes, cache):
         out = self.inner.step(tokens, codes, cache)
-        self.record.append(out)
+        self.record.append(np.array(out))       # a decode step's logits live in the arena
         return out
 
 

@@ -101,6 +101,43 @@ def test_step_parity(tiny, kind):
     assert worst <= LOGIT_TOL
 
 
+@pytest.mark.parametrize("kind", list(Kind), ids=[k.value for k in Kind])
+def test_prefill_graph_equals_step_graph_on_an_empty_cache(tiny, kind):
+    """The runtime's shortcut: a first step through the cache-free prefill graph gives what the step graph gives."""
+    pkg, models, _, _ = tiny
+    cfg, B = models[kind].cfg, 2
+    ort_step = OrtStep(pkg, step.name(kind))
+    tokens, codes, _ = _prefill(cfg, kind, B, np.random.default_rng(1))
+    via_step = ort_step.new_cache(B)
+    ort_step.prefill, saved = None, ort_step.prefill           # force the step graph
+    a = ort_step.step(tokens, codes, via_step).copy()
+    ort_step.prefill = saved
+    via_prefill = ort_step.new_cache(B)
+    b = ort_step.step(tokens, codes, via_prefill)
+    assert saved is not None and via_prefill.written
+    print(f"{kind.value}: max |diff| prefill graph vs step graph: logits {np.abs(a - b).max():.1e}, "
+          f"cache {np.abs(via_step.kv - via_prefill.kv).max():.1e}")
+    assert np.abs(a - b).max() <= LOGIT_TOL and np.abs(via_step.kv - via_prefill.kv).max() <= LOGIT_TOL
+
+
+def test_decode_steps_run_in_the_arena(tiny):
+    """A decode step writes only into the stage's preallocated arena: same buffers, logits returned in place."""
+    pkg, models, _, _ = tiny
+    cfg, B = models[Kind.KEYFRAME].cfg, 2
+    m = OrtStep(pkg, step.name(Kind.KEYFRAME))
+    arena = m.new_cache(B)
+    tokens, codes, _ = _prefill(cfg, Kind.KEYFRAME, B, np.random.default_rng(2))
+    m.step(tokens, codes, arena)
+    buffers = {k: (v.ctypes.data, v.shape) for k, v in vars(arena).items() if isinstance(v, np.ndarray)}
+    slot = int(codes[0, -1]) + 1
+    before = arena.kv.copy()
+    logits = m.step(np.ones((B, 1), np.int64), np.full((B, 1), slot, np.int64), arena)
+    assert np.shares_memory(logits, arena.logits)
+    assert {k: (v.ctypes.data, v.shape) for k, v in vars(arena).items() if isinstance(v, np.ndarray)} == buffers
+    changed = np.nonzero((arena.kv != before).any(axis=(0, 1, 2, 4)))[0]     # slots that changed
+    assert changed.tolist() == [slot]
+
+
 def test_vqvae_parity(tiny):
     pkg, _, vq, _ = tiny
     rng = np.random.default_rng(0)

@@ -43,7 +43,9 @@ class TorchStepModel:
     def step(self, tokens: np.ndarray, codes: np.ndarray, cache: KVCache) -> np.ndarray:
         t = torch.as_tensor(tokens, device=self.device)
         c = torch.as_tensor(codes, device=self.device)
-        logits, new_kv = self.model(t, c, cache)
+        # Into an empty cache a prefill attends among its own tokens only, as the exported prefill graphs do.
+        logits, new_kv = self.model(t, c, cache if cache.written else None)
+        cache.written = True
         slots = c[0]        # every sequence of a step writes the same slots
         for i, kv in enumerate(new_kv):
             cache.k_base[i][:, :, slots], cache.v_base[i][:, :, slots] = kv[0]

@@ -32,12 +32,29 @@ class KVCache:
     v_base: torch.Tensor
     k_plus: torch.Tensor | None = None
     v_plus: torch.Tensor | None = None
+    written: bool = False            # set by the first step: before it, a prefill may skip the cache
 
     @classmethod
     def empty(cls, cfg: ModelConfig, kind: Kind, batch: int, dtype=torch.float32, device=None) -> "KVCache":
         shape = (cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.head_dim)
         z = lambda: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
         return cls(z(), z(), *((z(), z()) if kind != Kind.T2I else (None, None)))
+
+    def layers(self) -> list:
+        """Per layer ((k_base, v_base), (k_plus, v_plus) or None): views, (B, n_head, seq_len, head_dim) each."""
+        n = self.k_base.shape[0]
+        plus = [None] * n if self.k_plus is None else [(self.k_plus[i], self.v_plus[i]) for i in range(n)]
+        return [((self.k_base[i], self.v_base[i]), plus[i]) for i in range(n)]
+
+
+# Additive mask value: exp() of it underflows to exactly 0 in float32 and float16
+# alike, and unlike -inf it survives reduced-precision engines.
+MASKED = -1e4
+
+
+def mask_bias(mask: torch.Tensor) -> torch.Tensor:
+    """Bool (B, Tq, Tk), True = may attend -> additive (B, 1, Tq, Tk)."""
+    return torch.where(mask, 0.0, MASKED).unsqueeze(1)
 
 
 class Attention(nn.Module):
@@ -56,9 +73,24 @@ class Attention(nn.Module):
 
     def forward(self, q, k, v, mask: torch.Tensor) -> torch.Tensor:
         # q (B, H, Tq, hd), k/v (B, H, Tk, hd), mask (B, Tq, Tk) bool, True = may attend
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))   # (B, H, Tq, hd)
+        return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1)))
+
+    def cached(self, q, k, v, k_cache, v_cache, bias_cache, bias_new) -> torch.Tensor:
+        """Attention over a static cache (B, H, S, hd) plus the new keys, without joining them.
+
+        Scores of the two parts are joined instead (B, H, Tq, S + Tq: small for a
+        decode step), so no step copies the cache. bias_*: mask_bias() of each part.
+        """
+        S = k_cache.shape[2]
+        q = q * self.head_dim ** -0.5
+        scores = torch.cat([q @ k_cache.transpose(-1, -2) + bias_cache, q @ k.transpose(-1, -2) + bias_new], dim=-1)
+        p = torch.softmax(scores, dim=-1)
+        return self.merge(p[..., :S] @ v_cache + p[..., S:] @ v)
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, hd) -> output projection (B, T, C)."""
         B, H, T, hd = y.shape
-        return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))                  # (B, Tq, C)
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))
 
 
 class MLP(nn.Module):
@@ -83,7 +115,10 @@ class Block(nn.Module):
         self.w = nn.Parameter(torch.zeros(cfg.d_model)) if dual else None
 
     def forward(self, x, is_text, masks, cache_kv=None):
-        """x (B, T, C); masks: (base, plus) bool (B, T, Tk); cache_kv: per channel (k, v) cached or None.
+        """x (B, T, C); cache_kv: per channel (k, v) cached, or None.
+
+        masks per channel: without a cache a bool (B, T, T); with one the pair of
+        additive biases (over the cache, over the new tokens) of Attention.cached.
 
         Returns the new x and the new tokens' keys/values per channel (k, v), each (B, H, T, hd).
         """
@@ -94,10 +129,10 @@ class Block(nn.Module):
                 continue
             q, k, v = attn.heads(h)
             new_kv.append((k, v))
-            if cache_kv is not None:
-                k = torch.cat([cache_kv[i][0], k], dim=2)
-                v = torch.cat([cache_kv[i][1], v], dim=2)
-            out.append(attn(q, k, v, masks[i]))
+            if cache_kv is None:
+                out.append(attn(q, k, v, masks[i]))
+            else:
+                out.append(attn.cached(q, k, v, *cache_kv[i], *masks[i]))
         if self.plus is None:
             mixed = out[0]
         else:
@@ -195,30 +230,38 @@ class DualTransformer(nn.Module):
         """tokens, codes (B, T) int64 -> logits over image tokens (B, T, image_vocab), new KV.
 
         Without a cache the tokens attend among themselves (training, or a
-        prefill from scratch). With a cache they also attend to the cached
-        slots; a slot is valid when some earlier step wrote it, i.e. visible by
+        prefill from scratch); with one see forward_cached.
+        """
+        if cache is not None:
+            return self.forward_cached(tokens, codes, cache.layers())
+        x, is_text = self.embed(tokens, codes)
+        return self._run(x, is_text, self.masks(codes, codes), [None] * self.cfg.n_layer)
+
+    def forward_cached(self, tokens: torch.Tensor, codes: torch.Tensor, layer_caches: list):
+        """Like forward, attending also to static caches: layer_caches as KVCache.layers().
+
+        A cache slot is valid when some earlier step wrote it, i.e. visible by
         the rules and not among the codes being written now.
         """
         x, is_text = self.embed(tokens, codes)
-        if cache is None:
-            layer_masks = self.masks(codes, codes)
-            caches = [None] * self.cfg.n_layer
-        else:
-            slots = torch.arange(self.cfg.seq_len, device=codes.device).expand(codes.shape[0], -1)  # (B, L)
-            writing = (slots.unsqueeze(1) == codes.unsqueeze(2)).any(dim=1)                        # (B, L)
-            cache_masks = self.masks(codes, slots, ~writing)
-            new_masks = self.masks(codes, codes)
-            layer_masks = [tuple(None if c is None else torch.cat([c, n], dim=-1) for c, n in zip(cm, nm))
-                           for cm, nm in zip(cache_masks, new_masks)]
-            caches = [((cache.k_base[i], cache.v_base[i]),
-                       (cache.k_plus[i], cache.v_plus[i]) if cache.k_plus is not None else None)
-                      for i in range(self.cfg.n_layer)]
+        slots = torch.arange(self.cfg.seq_len, device=codes.device).expand(codes.shape[0], -1)  # (B, L)
+        writing = (slots.unsqueeze(1) == codes.unsqueeze(2)).any(dim=1)                        # (B, L)
+        biases: dict[int, torch.Tensor] = {}                  # one bias per distinct mask, shared by layers
+
+        def bias(m):
+            if m is not None and id(m) not in biases:
+                biases[id(m)] = mask_bias(m)
+            return None if m is None else biases[id(m)]
+        layer_masks = [tuple((bias(c), bias(n)) for c, n in zip(cm, nm))
+                       for cm, nm in zip(self.masks(codes, slots, ~writing), self.masks(codes, codes))]
+        return self._run(x, is_text, layer_masks, layer_caches)
+
+    def _run(self, x, is_text, layer_masks, layer_caches):
         new_kv = []
-        for block, masks, ckv in zip(self.blocks, layer_masks, caches):
+        for block, masks, ckv in zip(self.blocks, layer_masks, layer_caches):
             x, kv = block(x, is_text, masks, ckv)
             new_kv.append(kv)
-        logits = self.head(self.ln_f(x))
-        return logits, new_kv
+        return self.head(self.ln_f(x)), new_kv
 
 
 def shift_frames(frames: torch.Tensor, start_token: int) -> torch.Tensor:

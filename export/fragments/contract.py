@@ -4,6 +4,7 @@ Exporter: torch.onnx.export(dynamo=True) at opset 18 (docs/export.md says why).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,12 +32,17 @@ class Contract:
     axes: symbolic axis -> (min, opt, max), the TensorRT optimisation profile;
     sample: symbolic axis -> the size used for the export trace. Sample sizes
     are >= 2 so the exporter cannot specialise an axis to 0/1.
+    kv_cache: (past input, new output) pairs of a step graph: the runtime keeps
+    each past tensor in its arena and writes the paired output into it at the
+    step's slots along kv_slot_axis.
     """
     name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     axes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     sample_axes: dict[str, int] = field(default_factory=dict)
+    kv_cache: tuple[tuple[str, str], ...] = ()
+    kv_slot_axis: int = 2
 
     def __post_init__(self) -> None:
         for spec in self.inputs + self.outputs:
@@ -46,6 +52,9 @@ class Contract:
         for a, (lo, opt, hi) in self.axes.items():
             if not 1 <= lo <= opt <= hi:
                 raise ValueError(f"{self.name}: profile of {a!r} must satisfy 1 <= min <= opt <= max")
+        for past, new in self.kv_cache:
+            if past not in self.input_names or new not in self.output_names:
+                raise ValueError(f"{self.name}: kv_cache pair ({past}, {new}) names no input/output")
 
     @property
     def input_names(self) -> list[str]:
@@ -68,17 +77,25 @@ class Contract:
         return tuple({i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)} for s in self.inputs)
 
     def to_dict(self) -> dict:
-        return {"inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
-                "profiles": self.profiles()}
+        d = {"inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
+             "profiles": self.profiles()}
+        if self.kv_cache:
+            d["kv_cache"] = {"pairs": [list(p) for p in self.kv_cache], "slot_axis": self.kv_slot_axis}
+        return d
 
 
 def export_fragment(module: torch.nn.Module, contract: Contract, sample: dict[str, torch.Tensor]) -> onnx.ModelProto:
     """Export `module` called with `sample` (input name -> tensor) to an ONNX model following `contract`."""
     args = tuple(sample[n] for n in contract.input_names)
+    dynamic = contract.dynamic_shapes()
+    params = inspect.signature(module.forward).parameters.values()
+    if any(p.kind == p.VAR_POSITIONAL for p in params):       # forward(a, b, *rest): torch.export wants rest as one tuple
+        n = sum(p.kind == p.POSITIONAL_OR_KEYWORD for p in params)
+        dynamic = (*dynamic[:n], dynamic[n:])
     with torch.no_grad():
         program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
                                     input_names=contract.input_names, output_names=contract.output_names,
-                                    dynamic_shapes=contract.dynamic_shapes(), optimize=True, verbose=False)
+                                    dynamic_shapes=dynamic, optimize=True, verbose=False)
     proto = program.model_proto
     proto.graph.name = contract.name
     got_in = [i.name for i in proto.graph.input]

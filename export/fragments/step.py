@@ -1,10 +1,20 @@
 """t2i_step, keyframe_step, interp_step: one transformer step over static KV caches.
 
 In:  tokens (B, T) int64, codes (B, T) int64 (position codes = cache slots),
-     past_k_base, past_v_base[, past_k_plus, past_v_plus] (n_layer, B, n_head, seq_len, head_dim) f32.
-Out: logits (B, T, image_vocab) f32 and new_k_base, new_v_base[, new_k_plus, new_v_plus]
-     (n_layer, B, n_head, T, head_dim) f32: the new tokens' keys/values, which the
-     runtime writes into its cache arena at slots `codes` (the graph never grows a tensor).
+     per layer l: past_k_base_l, past_v_base_l[, past_k_plus_l, past_v_plus_l] (B, n_head, seq_len, head_dim) f32.
+Out: logits (B, T, image_vocab) f32 and per layer new_k_base_l, new_v_base_l[, new_k_plus_l, new_v_plus_l]
+     (B, n_head, T, head_dim) f32: the new tokens' keys/values, which the runtime
+     writes into its cache arena at slots `codes` (the graph never grows a tensor).
+One tensor per layer and channel, so the graph reads the arena in place: a
+stacked (n_layer, ...) input would cost a Split, i.e. a copy of the whole cache,
+every step. The manifest pairs each past input with its new output (kv_cache).
+
+t2i_prefill, keyframe_prefill, interp_prefill: the first step of a stage, into an
+empty cache. Same outputs, no cache inputs: the new tokens attend among
+themselves only, which is what the step graph computes when nothing was
+written before (every slot a prefill may see is one it writes), at a fraction
+of the cost (no scores over seq_len empty slots). The manifest names it in the
+step fragment's "prefill".
 Masks are computed inside the graph from the codes (training/masks.py).
 T = 1 is a decode step, T > 1 a prefill; every sequence of a step writes the same slots.
 """
@@ -14,7 +24,7 @@ import torch
 
 from hiergen.config import Kind, ModelConfig
 from hiergen.export.fragments.contract import Contract, TensorSpec
-from hiergen.training.model import DualTransformer, KVCache
+from hiergen.training.model import DualTransformer
 
 MAX_BATCH = 8      # 2 x 4 sequences with classifier-free guidance
 
@@ -23,23 +33,37 @@ def name(kind: Kind) -> str:
     return f"{Kind(kind).value}_step"
 
 
+def prefill_name(kind: Kind) -> str:
+    return f"{Kind(kind).value}_prefill"
+
+
 def channels(kind: Kind) -> tuple[str, ...]:
     return ("base",) if Kind(kind) == Kind.T2I else ("base", "plus")
 
 
+def cache_names(cfg: ModelConfig, kind: Kind) -> list[str]:
+    """Suffixes of the cache tensors in graph order: k_base_0, v_base_0[, k_plus_0, v_plus_0], k_base_1, ..."""
+    return [f"{kv}_{c}_{layer}" for layer in range(cfg.n_layer) for c in channels(kind) for kv in "kv"]
+
+
 def contract(cfg: ModelConfig, kind: Kind) -> Contract:
-    cache = lambda n: TensorSpec(n, "float32", (cfg.n_layer, "batch", cfg.n_head, cfg.seq_len, cfg.head_dim))  # noqa: E731
-    new = lambda n: TensorSpec(n, "float32", (cfg.n_layer, "batch", cfg.n_head, "new_tokens", cfg.head_dim))   # noqa: E731
-    ch = channels(kind)
+    names = cache_names(cfg, kind)
     return Contract(
         name(kind),
         inputs=(TensorSpec("tokens", "int64", ("batch", "new_tokens")),
                 TensorSpec("codes", "int64", ("batch", "new_tokens")),
-                *(cache(f"past_{kv}_{c}") for c in ch for kv in "kv")),
+                *(TensorSpec(f"past_{n}", "float32", ("batch", cfg.n_head, cfg.seq_len, cfg.head_dim)) for n in names)),
         outputs=(TensorSpec("logits", "float32", ("batch", "new_tokens", cfg.image_vocab)),
-                 *(new(f"new_{kv}_{c}") for c in ch for kv in "kv")),
+                 *(TensorSpec(f"new_{n}", "float32", ("batch", cfg.n_head, "new_tokens", cfg.head_dim)) for n in names)),
         axes={"batch": (1, 2, MAX_BATCH), "new_tokens": (1, 1, cfg.seq_len)},
-        sample_axes={"batch": 2, "new_tokens": 3})
+        sample_axes={"batch": 2, "new_tokens": 3},
+        kv_cache=tuple((f"past_{n}", f"new_{n}") for n in names))
+
+
+def prefill_contract(cfg: ModelConfig, kind: Kind) -> Contract:
+    c = contract(cfg, kind)
+    return Contract(prefill_name(kind), inputs=c.inputs[:2], outputs=c.outputs, axes=c.axes,
+                    sample_axes=c.sample_axes)
 
 
 class Graph(torch.nn.Module):
@@ -47,16 +71,32 @@ class Graph(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens, codes, k_base, v_base, k_plus=None, v_plus=None):
-        logits, new_kv = self.model(tokens, codes, KVCache(k_base, v_base, k_plus, v_plus))  # (B, T, V)
-        out = [logits]
-        for c in range(len(new_kv[0])):                       # per channel: stack layers -> (n_layer, B, H, T, hd)
-            out += [torch.stack([layer[c][0] for layer in new_kv]), torch.stack([layer[c][1] for layer in new_kv])]
-        return tuple(out)
+    def forward(self, tokens, codes, *caches):
+        per_layer = len(caches) // self.model.cfg.n_layer       # 2 (base) or 4 (base, plus)
+        layers = []
+        for i in range(0, len(caches), per_layer):
+            kv = caches[i:i + per_layer]
+            layers.append(((kv[0], kv[1]), (kv[2], kv[3]) if per_layer == 4 else None))
+        logits, new_kv = self.model.forward_cached(tokens, codes, layers)     # (B, T, V)
+        return flatten(logits, new_kv)
+
+
+class PrefillGraph(torch.nn.Module):
+    def __init__(self, model: DualTransformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, codes):
+        return flatten(*self.model(tokens, codes))
+
+
+def flatten(logits, new_kv) -> tuple:
+    """logits, then per layer, per channel, k and v: the order of cache_names()."""
+    return (logits, *(t for layer in new_kv for channel in layer for t in channel))
 
 
 def sample(cfg: ModelConfig, kind: Kind) -> dict[str, torch.Tensor]:
-    """A prefill of the first text slots with an empty cache."""
+    """A prefill of the first text slots with an empty cache (the prefill graph takes tokens and codes of it)."""
     c = contract(cfg, kind)
     b, t = c.sample_axes["batch"], c.sample_axes["new_tokens"]
     feeds = {"tokens": torch.ones(b, t, dtype=torch.int64),
