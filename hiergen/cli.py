@@ -119,7 +119,8 @@ def cmd_train(args) -> int:
         torch.set_num_threads(args.threads)
     try:
         train_models(args.tokens, args.out, kinds, steps=args.steps, batch=args.batch, lr=args.lr,
-                     seed=args.seed, restart=args.restart)
+                     seed=args.seed, restart=args.restart, backbone=args.backbone, fixed_rate=args.fixed_rate,
+                     text_dropout=args.text_dropout)
     except (TrainError, ValueError, OSError) as e:
         return _fail(str(e))
     return 0
@@ -315,7 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "  hiergen train vqvae --out checkpoints/vqvae\n"
                               "  hiergen tokenize --data data/synth --vqvae checkpoints/vqvae/final.safetensors "
                               "--out data/tokens\n"
-                              "  hiergen train all --tokens data/tokens --out checkpoints/transformer")
+                              "  hiergen train all --tokens data/tokens --out checkpoints/transformer\n"
+                              "the frame-by-frame baseline (ablation, docs/eval):\n"
+                              "  hiergen train keyframe --fixed-rate 16 --tokens data/tokens --out checkpoints/baseline "
+                              "--backbone checkpoints/transformer/t2i.safetensors")
     s.add_argument("model", choices=("vqvae", "t2i", "keyframe", "interp", "all"), help="which model to train")
     s.add_argument("--tokens", help="token shards from `hiergen tokenize` (transformers)")
     s.add_argument("--out", required=True, help="checkpoint folder")
@@ -325,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     s.add_argument("--codebook", type=int, default=None, help="codebook entries (vqvae)")
     s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    s.add_argument("--backbone", help="keyframe/interp: the t2i checkpoint to build on (default OUT/t2i.safetensors)")
+    s.add_argument("--fixed-rate", type=int, default=None, metavar="FPS",
+                   help="keyframe: windows at this one rate, anywhere in a clip, instead of the multi-rate "
+                        "keyframe windows (16 = the frame-by-frame baseline of the ablation)")
+    s.add_argument("--text-dropout", type=float, default=None,
+                   help="share of text-free samples, for classifier-free guidance (default: the recipe's)")
     s.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start afresh")
     s.add_argument("--threads", type=int, default=None,
                    help="CPU threads for PyTorch (default: all cores; use 1 when other work shares the machine, "

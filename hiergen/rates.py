@@ -2,10 +2,16 @@
 
 Clips are stored at the native 16 fps. A window of `WINDOW` frames at rate r
 takes every (16 / r)-th frame.
-- Keyframe stage: the LOWEST rate at which the window still fits in the clip,
-  so the five frames span as much of the described action as possible.
+- Keyframe stage: the rate token is the LOWEST rate at which the window still
+  fits in the clip, and the five frames are spread evenly over the WHOLE clip,
+  so they cover the whole described action (COGVIDEO.md's intent). With
+  clips of any length and rates in powers of two, the true spacing lies
+  between 1 and 2 strides of the token's rate; a window of exact strides would
+  cover only 50-100% of the clip and miss the end of the action.
 - Interpolation stage: a window at a rate HIGHER than the clip's keyframe
   rate, starting anywhere in the clip (the model fills frames 2 and 4 of it).
+- Fixed rate (the frame-by-frame baseline and the one-rate ablation): a
+  window of exact strides at one given rate, starting anywhere.
 """
 from __future__ import annotations
 
@@ -56,12 +62,19 @@ def window(n_frames: int, rate: int, start: int, n: int = WINDOW) -> np.ndarray:
 
 
 def sample_keyframes(n_frames: int, rng: np.random.Generator, n: int = WINDOW) -> tuple[int, np.ndarray]:
-    """(rate, indices) for the keyframe stage: lowest rate that fits, random start within the slack."""
+    """(rate, indices) for the keyframe stage: lowest rate that fits, frames spread from the first to the last."""
     rate = keyframe_rate(n_frames, n)
     if rate is None:
         raise ValueError(f"clip of {n_frames} frames is too short for {n} frames at {NATIVE_FPS} fps")
+    return rate, np.round(np.linspace(0, n_frames - 1, n)).astype(np.int64)
+
+
+def sample_fixed(n_frames: int, rate: int, rng: np.random.Generator, n: int = WINDOW) -> np.ndarray | None:
+    """Indices of a window at exactly `rate`, starting anywhere; None if the clip is too short."""
+    if not fits(n_frames, rate, n):
+        return None
     start = int(rng.integers(0, n_frames - span(rate, n) + 1))
-    return rate, window(n_frames, rate, start, n)
+    return window(n_frames, rate, start, n)
 
 
 def sample_interp(n_frames: int, rng: np.random.Generator, n: int = WINDOW) -> tuple[int, np.ndarray] | None:

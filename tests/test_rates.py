@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hiergen.rates import RATES, interp_rates, keyframe_rate, sample_interp, sample_keyframes, span, window
+from hiergen.rates import RATES, interp_rates, keyframe_rate, sample_fixed, sample_interp, sample_keyframes, span, window
 
 
 def test_keyframe_rate_is_the_lowest_that_fits():
@@ -18,16 +18,23 @@ def test_keyframe_rate_is_the_lowest_that_fits():
 
 
 @pytest.mark.parametrize("n_frames", list(range(5, 140, 3)))
-def test_keyframe_windows_span_most_of_the_clip(n_frames):
+def test_keyframe_windows_span_the_whole_clip(n_frames):
     rng = np.random.default_rng(n_frames)
     rate, idx = sample_keyframes(n_frames, rng)
-    assert len(idx) == 5 and idx[0] >= 0 and idx[-1] < n_frames
-    assert np.all(np.diff(idx) == 16 // rate)
-    # The next lower rate would not fit, so the window covers at least half the clip (or the rate is 1 fps).
-    lower = [r for r in RATES if r < rate]
-    if lower:
-        assert span(lower[-1]) > n_frames
-        assert idx[-1] - idx[0] + 1 > (n_frames - 1) / 2
+    assert rate == keyframe_rate(n_frames)
+    assert len(idx) == 5 and idx[0] == 0 and idx[-1] == n_frames - 1       # the whole action
+    gaps = np.diff(idx)
+    # evenly spread; below 1 fps (clips over 4 s) the gaps may exceed two strides
+    assert gaps.max() - gaps.min() <= 1 and gaps.min() >= 16 // rate
+    if rate > 1:
+        assert gaps.max() <= 2 * (16 // rate)
+
+
+@pytest.mark.parametrize("n_frames,rate", [(5, 16), (17, 16), (17, 4), (40, 8)])
+def test_fixed_rate_windows_have_exact_strides(n_frames, rate):
+    idx = sample_fixed(n_frames, rate, np.random.default_rng(0))
+    assert np.all(np.diff(idx) == 16 // rate) and 0 <= idx[0] and idx[-1] < n_frames
+    assert sample_fixed(span(rate) - 1, rate, np.random.default_rng(0)) is None
 
 
 @pytest.mark.parametrize("n_frames", [9, 17, 25, 33, 65, 129])

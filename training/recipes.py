@@ -23,7 +23,8 @@ def default_config(image_vocab: int = 512, grid: int = 8) -> ModelConfig:
 
 RECIPES = {
     Kind.T2I: Recipe(steps=3000, batch=32, lr=2e-3, warmup=100),
-    Kind.KEYFRAME: Recipe(steps=2000, batch=16, lr=1e-3, warmup=100),
+    # 20% text-free samples: enough unconditional training for guidance at generation.
+    Kind.KEYFRAME: Recipe(steps=2000, batch=16, lr=1e-3, warmup=100, text_dropout=0.2),
     Kind.INTERP: Recipe(steps=2000, batch=16, lr=1e-3, warmup=100),
 }
 
@@ -42,7 +43,9 @@ def plot_history(history: dict, path: Path, title: str) -> Path:
 
 def train_models(tokens_dir: str, out: str, models: list[Kind], steps: int | None = None,
                  batch: int | None = None, lr: float | None = None, seed: int = 0,
-                 restart: bool = False) -> list[Path]:
+                 restart: bool = False, backbone: str | None = None, fixed_rate: int | None = None,
+                 text_dropout: float | None = None) -> list[Path]:
+    """Train `models` into `out`; the video models sit on `backbone` (default <out>/t2i.safetensors)."""
     from hiergen.training.tokenize import open_tokens
 
     shards = open_tokens(tokens_dir)
@@ -52,10 +55,11 @@ def train_models(tokens_dir: str, out: str, models: list[Kind], steps: int | Non
     out_dir = Path(out)
     done = []
     for kind in models:
-        overrides = {k: v for k, v in (("steps", steps), ("batch", batch), ("lr", lr)) if v is not None}
+        overrides = {k: v for k, v in (("steps", steps), ("batch", batch), ("lr", lr), ("fixed_rate", fixed_rate),
+                                       ("text_dropout", text_dropout)) if v is not None}
         recipe = dataclasses.replace(RECIPES[kind], seed=seed, **overrides)
-        backbone = None if kind == Kind.T2I else out_dir / "t2i.safetensors"
-        path = train(kind, cfg, train_clips, val_clips, out_dir, recipe, backbone=backbone, resume=not restart)
+        base = None if kind == Kind.T2I else Path(backbone) if backbone else out_dir / "t2i.safetensors"
+        path = train(kind, cfg, train_clips, val_clips, out_dir, recipe, backbone=base, resume=not restart)
         from hiergen.training import checkpoint as ckpt
         history = ckpt.load(path).extra["history"]
         plot_history(history, out_dir / f"{kind.value}.loss.png",

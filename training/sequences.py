@@ -6,6 +6,7 @@ previous token of their own frame (model.shift_frames); targets are the
 frames' own tokens where the kind has a loss, IGNORE elsewhere:
   t2i       frame 1 of a keyframe window          (loss on frame 1)
   keyframe  the keyframe window, lowest rate       (loss on frames 2-5)
+            (or, with fixed_rate, a window at that rate anywhere: the baselines)
   interp    a window at a higher rate, anywhere    (loss on frames 2 and 4)
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from hiergen.config import Kind, ModelConfig
-from hiergen.rates import sample_interp, sample_keyframes
+from hiergen.rates import sample_fixed, sample_interp, sample_keyframes
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training.masks import frame_order, sequence_codes
 from hiergen.training.model import shift_frames
@@ -38,15 +39,23 @@ class Batch:
     targets: torch.Tensor   # (B, L) int64, IGNORE where there is no loss
 
 
-def usable(clips: list[TokenClip], kind: Kind) -> list[TokenClip]:
+def usable(clips: list[TokenClip], kind: Kind, fixed_rate: int | None = None) -> list[TokenClip]:
     """Clips that can give a sample of this kind (interpolation needs a rate above the keyframe rate)."""
+    rng = np.random.default_rng(0)
+    if fixed_rate is not None:
+        return [c for c in clips if sample_fixed(len(c.tokens), fixed_rate, rng) is not None]
     if kind != Kind.INTERP:
         return [c for c in clips if len(c.tokens) >= 5]
-    rng = np.random.default_rng(0)
     return [c for c in clips if sample_interp(len(c.tokens), rng) is not None]
 
 
-def sample_window(clip: TokenClip, kind: Kind, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+def sample_window(clip: TokenClip, kind: Kind, rng: np.random.Generator,
+                  fixed_rate: int | None = None) -> tuple[int, np.ndarray]:
+    if fixed_rate is not None:
+        idx = sample_fixed(len(clip.tokens), fixed_rate, rng)
+        if idx is None:
+            raise ValueError(f"clip too short for a window at {fixed_rate} fps; filter with usable() first")
+        return fixed_rate, idx
     if kind == Kind.INTERP:
         picked = sample_interp(len(clip.tokens), rng)
         if picked is None:
@@ -56,14 +65,15 @@ def sample_window(clip: TokenClip, kind: Kind, rng: np.random.Generator) -> tupl
 
 
 def make_batch(clips: list[TokenClip], kind: Kind, cfg: ModelConfig, tok: TextTokenizer,
-               rng: np.random.Generator, batch: int, text_dropout: float = 0.1) -> Batch:
+               rng: np.random.Generator, batch: int, text_dropout: float = 0.1,
+               fixed_rate: int | None = None) -> Batch:
     """Draw `batch` samples; with probability text_dropout the caption is dropped (for guidance)."""
     codes = sequence_codes(cfg, kind)
     order = frame_order(kind, cfg.n_frames)
     rows_tok, rows_tgt = [], []
     for i in rng.integers(0, len(clips), size=batch):
         clip = clips[int(i)]
-        rate, idx = sample_window(clip, kind, rng)
+        rate, idx = sample_window(clip, kind, rng, fixed_rate)
         text = tok.encode(clip.caption, rate, drop_text=bool(rng.random() < text_dropout))
         frames = torch.as_tensor(clip.tokens[idx[order]].reshape(len(order), -1), dtype=torch.int64)  # (F, P)
         inputs = shift_frames(frames, cfg.image_vocab).flatten()

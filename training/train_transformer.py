@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from hiergen.config import Kind, ModelConfig
 from hiergen.progress import Progress
+from hiergen.rates import RATES
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training import checkpoint as ckpt
 from hiergen.training.model import DualTransformer
@@ -40,6 +41,7 @@ class Recipe:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     text_dropout: float = 0.1
+    fixed_rate: int | None = None   # one rate, windows anywhere: the frame-by-frame baseline / one-rate ablation
     seed: int = 0
     ckpt_every: int = 200
     eval_every: int = 200
@@ -73,6 +75,9 @@ def check_setup(kind: Kind, cfg: ModelConfig, tok: TextTokenizer, clips: list[To
                         "re-tokenize with the matching VQ-VAE or change grid")
     if not usable(clips, kind):
         problems.append(f"no clip can give a {kind.value} sample (too short?); render longer clips")
+    if recipe.fixed_rate is not None and (kind != Kind.KEYFRAME or recipe.fixed_rate not in RATES):
+        problems.append(f"a fixed rate trains the sequential (keyframe) model at one of {RATES} fps; "
+                        f"got {kind.value} at {recipe.fixed_rate}")
     if recipe.steps < 1 or recipe.batch < 1 or recipe.lr <= 0:
         problems.append("steps, batch and lr must be positive")
     for c in clips[:50]:
@@ -109,10 +114,12 @@ def _loss(model, batch, device, autocast) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, clips, kind, cfg, tok, device, autocast, n_batches=4, batch=32) -> float:
+def evaluate(model, clips, kind, cfg, tok, device, autocast, n_batches=4, batch=32,
+             fixed_rate: int | None = None) -> float:
     model.eval()
     rng = np.random.default_rng(12345)   # the same validation batches every time
-    losses = [float(_loss(model, make_batch(clips, kind, cfg, tok, rng, batch, text_dropout=0.0), device, autocast))
+    losses = [float(_loss(model, make_batch(clips, kind, cfg, tok, rng, batch, text_dropout=0.0,
+                                            fixed_rate=fixed_rate), device, autocast))
               for _ in range(n_batches)]
     model.train()
     return float(np.mean(losses))
@@ -124,7 +131,8 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
     """Train one model; checkpoints `<out>/<kind>.last.safetensors`, final `<out>/<kind>.safetensors`."""
     kind = Kind(kind)
     tok = tok or TextTokenizer.default()
-    train_clips, val_clips = usable(train_clips, kind), usable(val_clips, kind) or usable(train_clips, kind)
+    fr = recipe.fixed_rate
+    train_clips, val_clips = usable(train_clips, kind, fr), usable(val_clips, kind, fr) or usable(train_clips, kind, fr)
     check_setup(kind, cfg, tok, train_clips, recipe)
     rank, world = _dist()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
@@ -151,7 +159,7 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
         step, history = int(c.extra["step"]), c.extra["history"]
     if step == 0:
         history["val_step"].append(0)
-        history["val_loss"].append(evaluate(model, val_clips, kind, cfg, tok, device, autocast))
+        history["val_loss"].append(evaluate(model, val_clips, kind, cfg, tok, device, autocast, fixed_rate=fr))
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     def save(path: Path, resumable: bool) -> None:
@@ -168,7 +176,7 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
     model.train()
     while step < recipe.steps:
         rng = np.random.default_rng([recipe.seed, step, rank])
-        batch = make_batch(train_clips, kind, cfg, tok, rng, recipe.batch // world, recipe.text_dropout)
+        batch = make_batch(train_clips, kind, cfg, tok, rng, recipe.batch // world, recipe.text_dropout, fr)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
         loss = _loss(train_model, batch, device, autocast)
@@ -182,7 +190,7 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
         history["lr"].append(lr_at(step - 1, recipe))
         if step % recipe.eval_every == 0 or step == recipe.steps:
             history["val_step"].append(step)
-            history["val_loss"].append(evaluate(model, val_clips, kind, cfg, tok, device, autocast))
+            history["val_loss"].append(evaluate(model, val_clips, kind, cfg, tok, device, autocast, fixed_rate=fr))
         history["seconds"] = time.perf_counter() - t0
         bar.update(loss=float(loss.detach()), lr=lr_at(step - 1, recipe))
         if rank == 0 and (step % recipe.ckpt_every == 0 or step == recipe.steps):
