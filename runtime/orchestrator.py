@@ -6,12 +6,18 @@
                                                window at double the rate; all triples one batch)
     pixels           <- VQ-VAE decoder
 
+User frames enter as tokens (the pipeline reads and encodes them): a first
+frame replaces the t2i stage; K user keyframes (K in 5, 9, 17, 33) take the
+place of the K frames a generation has after its keyframe stage or a round,
+and only the remaining rounds run, at the same rates and random streams.
+
 Backends plug in through two small interfaces and the loop never asks which
 backend it drives:
     StepModel.new_cache(batch) -> cache           preallocated, both attention channels
     StepModel.step(tokens, codes, cache) -> logits  (B, T) int64 in, (B, T, V) float32 out;
                                                   writes the new keys/values into cache
     Codec.decode(tokens (N, g, g)) -> frames (N, H, W, 3) uint8
+    Codec.encode(frames (N, H, W, 3) uint8, H = W = image_size) -> tokens (N, g, g) int64
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from hiergen.runtime.plan import Plan, rounds_for
+from hiergen.runtime.plan import FRAME_COUNTS, Plan, rounds_for
 from hiergen.runtime.sampler import SamplerOptions, guide, sample, uniform
 from hiergen.tokenizer import TextTokenizer
 
@@ -36,6 +42,8 @@ class StepModel(Protocol):
 
 
 class Codec(Protocol):
+    image_size: int
+
     def decode(self, tokens: np.ndarray) -> np.ndarray: ...
     def encode(self, frames: np.ndarray) -> np.ndarray: ...
 
@@ -50,6 +58,15 @@ class Request:
     rate: int                  # keyframe rate
     frames: int                # 5, 9, 17 or 33
     sampler: SamplerOptions
+    first_frame: np.ndarray | None = None   # (g, g) tokens of the user's frame 1: replaces the t2i stage
+    keyframes: np.ndarray | None = None     # (K, g, g) tokens of the user's keyframes: replace every stage
+                                            # that makes K frames
+
+    def __post_init__(self):
+        if self.first_frame is not None and self.keyframes is not None:
+            raise ValueError("give a first frame or keyframes, not both: the first keyframe is frame 1")
+        if self.keyframes is not None:
+            keyframe_rounds(len(self.keyframes), self.frames)
 
     def texts(self, rate: int, n: int = 1) -> np.ndarray:
         """(n, 2, L): the conditional prefix and the text-free one (guidance's other branch)."""
@@ -63,6 +80,22 @@ class Result:
     fps: float                              # playback rate of the final frames
     timings: dict[str, float] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
+
+
+def keyframe_rounds(n: int, frames: int) -> int:
+    """Rounds a generation runs before it has `n` frames, for `n` user keyframes of a `frames`-frame video.
+
+    The keyframes are frames 1, 1 + s, 1 + 2s, ... of the video (s = (frames - 1) / (n - 1)),
+    so `n` must be a frame count the plan passes through on the way to `frames`.
+    """
+    rounds_for(frames)
+    fits = [c for c in FRAME_COUNTS if c <= frames]
+    if n not in fits:
+        raise ValueError(f"{n} keyframes cannot make {frames} frames: give {', '.join(map(str, fits[:-1]))}"
+                         f"{' or ' if len(fits) > 1 else ''}{fits[-1]} keyframes for {frames} frames "
+                         "(they become evenly spaced frames, first and last included, and interpolation fills "
+                         "in between), or change the frame count")
+    return rounds_for(n)
 
 
 def slot_codes(text_len: int, grid: int, frame: int) -> np.ndarray:
@@ -112,6 +145,13 @@ def fill_frames(model: StepModel, texts: np.ndarray, given: dict[int, np.ndarray
     return out
 
 
+def _user_tokens(tokens: np.ndarray, grid: int) -> np.ndarray:
+    if tokens.ndim != 3 or tokens.shape[1:] != (grid, grid):
+        raise ValueError(f"user frame tokens {tokens.shape} do not fit the model's {grid}x{grid} grid: "
+                         "encode the frames with this model package's codec")
+    return tokens.astype(np.int64)
+
+
 def generate(req: Request, models: dict[str, StepModel], plan: Plan,
              progress: Callable[[str, int], Callable[[], None]] | None = None) -> Result:
     """Tokens of a whole video. `progress(stage, n_tokens)` may return a per-token callback."""
@@ -125,16 +165,23 @@ def generate(req: Request, models: dict[str, StepModel], plan: Plan,
     def tick(stage: str, n: int):
         return progress(stage, n) if progress else None
 
-    t = time.perf_counter()
-    f1 = fill_frames(t2i, texts, {}, [0], plan.guidance["t2i"], req.sampler, np.array([0]),
-                     tick("frame 1", P))[0]
-    res.timings["t2i"], t = time.perf_counter() - t, time.perf_counter()
-    made = fill_frames(key, texts, {0: f1}, [1, 2, 3, 4], plan.guidance["keyframe"], req.sampler,
-                       np.array([1 << 16]), tick("keyframes", 4 * P))
-    frames = [f1[0]] + [made[f][0] for f in (1, 2, 3, 4)]
-    res.timings["keyframe"] = time.perf_counter() - t
-    rate = req.rate
-    for r in range(rounds):
+    if req.keyframes is not None:
+        frames = list(_user_tokens(req.keyframes, g).reshape(-1, P))
+    else:
+        t = time.perf_counter()
+        if req.first_frame is not None:
+            f1 = _user_tokens(req.first_frame[None], g).reshape(1, P)
+        else:
+            f1 = fill_frames(t2i, texts, {}, [0], plan.guidance["t2i"], req.sampler, np.array([0]),
+                             tick("frame 1", P))[0]
+            res.timings["t2i"], t = time.perf_counter() - t, time.perf_counter()
+        made = fill_frames(key, texts, {0: f1}, [1, 2, 3, 4], plan.guidance["keyframe"], req.sampler,
+                           np.array([1 << 16]), tick("keyframes", 4 * P))
+        frames = [f1[0]] + [made[f][0] for f in (1, 2, 3, 4)]
+        res.timings["keyframe"] = time.perf_counter() - t
+    done = rounds_for(len(frames))                  # user keyframes may stand for the first rounds' output
+    rate = req.rate * 2 ** done
+    for r in range(done, rounds):
         t = time.perf_counter()
         rate *= 2
         token_rate = min(rate, plan.max_rate_token)
@@ -150,4 +197,3 @@ def generate(req: Request, models: dict[str, StepModel], plan: Plan,
     res.tokens = np.stack(frames).reshape(len(frames), g, g)
     res.fps = float(rate)
     return res
-

@@ -6,6 +6,10 @@
     video.frames            # (33, 64, 64, 3) uint8 RGB
     video.save("out.mp4")   # or .gif, or .png for a contact sheet
 
+    # Your own frames (file paths or uint8 RGB arrays (H, W, 3) of any size):
+    pipe.generate("a small red circle moves left slowly", frames=33, init_image="first.png")
+    pipe.generate("a small red circle moves left slowly", frames=33, keyframes=["a.png", ..., "e.png"])
+
 A Pipeline holds its sessions and no per-generation state (each generate call
 allocates its own KV-cache arenas), so several threads may share one: ONNX
 Runtime sessions are safe to run concurrently.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hiergen.captions import CaptionError, parse, unknown_words
-from hiergen.runtime.orchestrator import Request, Result, generate
+from hiergen.runtime.orchestrator import Request, Result, generate, keyframe_rounds
 from hiergen.runtime.plan import Plan, rounds_for
 from hiergen.runtime.sampler import SamplerOptions
 from hiergen.tokenizer import TextTokenizer
@@ -32,6 +37,10 @@ DEFAULT_PACKAGE = Path(__file__).resolve().parents[1] / "models" / "default"
 
 class PromptError(ValueError):
     """A prompt the model cannot read; the message says how to fix it."""
+
+
+class ImageError(ValueError):
+    """A user frame (init_image, keyframes) the pipeline cannot use; the message says how to fix it."""
 
 
 @dataclass
@@ -74,16 +83,97 @@ def keyframe_rate(prompt: str, plan: Plan) -> int:
         return plan.rate_for(None)
 
 
+def read_user_images(frames: int, init_image=None, keyframes=None) -> list[np.ndarray]:
+    """The user's frames as given, uint8 RGB (H, W, 3) each: [init_image], the keyframes, or [] for neither.
+
+    Images are file paths or uint8 RGB arrays. The combination and the keyframe count
+    are checked before any file is read; raises ImageError.
+    """
+    if init_image is not None and keyframes is not None:
+        raise ImageError("give init_image (--init-image) or keyframes (--keyframes), not both: "
+                         "the first keyframe is frame 1")
+    if init_image is not None:
+        return [_read_image(init_image, "init image")]
+    if keyframes is None:
+        return []
+    if isinstance(keyframes, (str, os.PathLike)):
+        raise ImageError(f"keyframes takes a list of images, got the single path {keyframes!r}; "
+                         "for one first frame use init_image (--init-image)")
+    keyframes = list(keyframes)                      # a list of images, or an array (N, H, W, 3)
+    try:
+        keyframe_rounds(len(keyframes), frames)
+    except ValueError as e:
+        raise ImageError(str(e)) from None
+    return [_read_image(k, f"keyframe {i + 1}") for i, k in enumerate(keyframes)]
+
+
+def _read_image(image, label: str) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        from hiergen.runtime.video import VideoError, read_image
+        try:
+            return read_image(image)
+        except VideoError as e:
+            raise ImageError(f"{label}: {e}") from None
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] != 3 or a.size == 0:
+        raise ImageError(f"{label}: expected a file path or a uint8 RGB array (H, W, 3), got {a.dtype} {a.shape}")
+    return a
+
+
+def fit_images(images: list[np.ndarray], size: int, label: str) -> np.ndarray:
+    """(N, size, size, 3) uint8: images of another size are centre-cropped to a square and resized, with a warning.
+
+    The crop follows `hiergen import-videos` (hiergen.data.conform), so user frames
+    are framed like the real videos the model may have been trained on.
+    """
+    import cv2
+    out, changed = [], {}                              # changed: "WxH" -> numbers of the images of that size
+    for i, img in enumerate(images):
+        h, w = img.shape[:2]
+        if (h, w) != (size, size):
+            side = min(h, w)
+            y0, x0 = (h - side) // 2, (w - side) // 2
+            interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+            img = cv2.resize(np.ascontiguousarray(img[y0:y0 + side, x0:x0 + side]), (size, size), interpolation=interp)
+            changed.setdefault(f"{w}x{h}", []).append(str(i + 1))
+        out.append(img)
+    if changed:
+        which = "; ".join(f"{label}{'s' if len(n) > 1 else ''}{'' if len(images) == 1 else ' ' + ', '.join(n)} ({wh})"
+                          for wh, n in changed.items())
+        cropped = any(len(set(wh.split("x"))) > 1 for wh in changed)
+        warnings.warn(f"{which} {'centre-cropped to a square and ' if cropped else ''}resized to the model's "
+                      f"{size}x{size}", stacklevel=3)
+    return np.stack(out)
+
+
 def run_generation(prompt: str, models: dict, codec, plan: Plan, tokenizer: TextTokenizer, frames: int, seed: int,
                    temperature: float | None, top_k: int | None, top_p: float | None, strict: bool = False,
-                   progress=None) -> Video:
-    """Validate everything, then generate: shared by every backend's pipeline."""
+                   progress=None, *, init_image=None, keyframes=None) -> Video:
+    """Validate everything, then generate: shared by every backend's pipeline.
+
+    init_image: the user's frame 1 (the t2i stage is skipped); keyframes: 5, 9, 17 or 33
+    user frames (at most `frames`) that become evenly spaced frames of the video, first and
+    last included, with interpolation rounds filling in between. Both are encoded with the
+    codec (vqvae_encoder), so the video holds their decoded tokens, not the pixels given.
+    """
     prompt = check_prompt(prompt, tokenizer, strict)
     rounds_for(frames)
+    user = read_user_images(frames, init_image, keyframes)
     opts = SamplerOptions(temperature=plan.temperature if temperature is None else temperature,
                           top_k=plan.top_k if top_k is None else top_k,
                           top_p=plan.top_p if top_p is None else top_p, seed=seed)
-    res = generate(Request(prompt, tokenizer, keyframe_rate(prompt, plan), frames, opts), models, plan, progress)
+    tokens = None
+    if user:
+        t = time.perf_counter()
+        label = "init image" if init_image is not None else "keyframe"
+        tokens = codec.encode(fit_images(user, codec.image_size, label))             # (N, g, g)
+        encode_s = time.perf_counter() - t
+    req = Request(prompt, tokenizer, keyframe_rate(prompt, plan), frames, opts,
+                  first_frame=tokens[0] if init_image is not None else None,
+                  keyframes=tokens if keyframes is not None else None)
+    res = generate(req, models, plan, progress)
+    if user:
+        res.timings = {"encode": encode_s, **res.timings}
     return Video(frames=codec.decode(res.tokens), tokens=res.tokens, fps=res.fps, prompt=prompt, result=res)
 
 
@@ -114,6 +204,7 @@ class Pipeline:
 
     def generate(self, prompt: str, frames: int = 33, seed: int = 0, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, strict: bool = False,
-                 progress=None) -> Video:
+                 progress=None, *, init_image=None, keyframes=None) -> Video:
+        """init_image / keyframes: file paths or uint8 RGB arrays (H, W, 3); see run_generation."""
         return run_generation(prompt, self.models, self.codec, self.plan, self.tokenizer, frames, seed,
-                              temperature, top_k, top_p, strict, progress)
+                              temperature, top_k, top_p, strict, progress, init_image=init_image, keyframes=keyframes)

@@ -141,7 +141,7 @@ def write_sheet(frames: np.ndarray, path: str | os.PathLike, caption: str = "", 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3)."""
     if not Path(path).is_file():
-        raise VideoError(f"image {path} does not exist")
+        raise VideoError(f"image {path} does not exist or is not a file (check the path)")
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise VideoError(f"cannot decode image {path}: is it a PNG/JPEG file?")

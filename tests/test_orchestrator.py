@@ -85,3 +85,48 @@ def test_draws_do_not_depend_on_batch_composition():
 def test_unknown_frame_count():
     with pytest.raises(ValueError, match="5, 9, 17, 33"):
         generate(Request("a small red circle stays still", TOK, 1, 12, SamplerOptions()), models(), PLAN)
+
+
+def test_user_frames_stand_in_for_the_stages_that_made_them():
+    """A run's own frames given back as keyframes (or frame 1) repeat the run; the stages they replace never run."""
+    prompt, opts = "a small red circle moves left slowly", SamplerOptions(seed=2)
+    full = generate(Request(prompt, TOK, 1, 33, opts), models(), PLAN)
+    for step, rounds_left in ((8, 3), (4, 2), (2, 1), (1, 0)):                  # 5, 9, 17, 33 keyframes
+        ms = models()
+        res = generate(Request(prompt, TOK, 1, 33, opts, keyframes=full.tokens[::step]), ms, PLAN)
+        assert np.array_equal(res.tokens, full.tokens) and res.fps == full.fps == 8
+        assert ms["t2i"].calls == ms["keyframe"].calls == 0
+        assert ms["interp"].calls == rounds_left * (1 + 2 * 16)
+    ms = models()
+    res = generate(Request(prompt, TOK, 1, 33, opts, first_frame=full.tokens[0]), ms, PLAN)
+    assert np.array_equal(res.tokens, full.tokens)
+    assert ms["t2i"].calls == 0 and ms["keyframe"].calls == 1 + 4 * 16
+    assert "t2i" not in res.timings and "keyframe" in res.timings
+
+
+def test_other_user_frames_are_kept_in_place():
+    keys = np.random.default_rng(0).integers(0, 16, (5, 4, 4))
+    res = generate(Request("a small red circle moves left slowly", TOK, 1, 17, SamplerOptions(), keyframes=keys),
+                   models(), PLAN)
+    assert np.array_equal(res.tokens[::4], keys) and res.tokens.shape == (17, 4, 4)
+    res = generate(Request("a small red circle moves left slowly", TOK, 1, 9, SamplerOptions(), first_frame=keys[3]),
+                   models(), PLAN)
+    assert np.array_equal(res.tokens[0], keys[3]) and res.tokens.shape == (9, 4, 4)
+
+
+@pytest.mark.parametrize("n, frames, fragment", [
+    (4, 9, "give 5 or 9 keyframes"), (9, 5, "give 5 keyframes"), (3, 5, "give 5 keyframes"),
+    (17, 9, "give 5 or 9 keyframes"), (0, 33, "give 5, 9, 17 or 33 keyframes")])
+def test_keyframe_counts_that_do_not_fit(n, frames, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        Request("a small red circle stays still", TOK, 1, frames, SamplerOptions(),
+                keyframes=np.zeros((n, 4, 4), np.int64))
+
+
+def test_bad_user_frames():
+    zeros = np.zeros((5, 4, 4), np.int64)
+    with pytest.raises(ValueError, match="not both"):
+        Request("a small red circle stays still", TOK, 1, 9, SamplerOptions(), first_frame=zeros[0], keyframes=zeros)
+    with pytest.raises(ValueError, match="4x4 grid"):
+        generate(Request("a small red circle stays still", TOK, 1, 5, SamplerOptions(),
+                         first_frame=np.zeros((8, 8), np.int64)), models(), PLAN)

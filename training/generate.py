@@ -57,6 +57,7 @@ class TorchStepModel:
 class TorchCodec:
     def __init__(self, vq: VQVAE, device: str | torch.device = "cpu"):
         self.vq, self.device = vq.eval().to(device), torch.device(device)
+        self.image_size = vq.cfg.image_size
 
     @torch.no_grad()
     def decode(self, tokens: np.ndarray) -> np.ndarray:
@@ -89,6 +90,7 @@ class ReferencePipeline:
 
     def generate(self, prompt: str, frames: int = 33, seed: int = 0, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, strict: bool = False,
-                 progress=None) -> Video:
+                 progress=None, *, init_image=None, keyframes=None) -> Video:
+        """init_image / keyframes: file paths or uint8 RGB arrays (H, W, 3); see run_generation."""
         return run_generation(prompt, self.models, self.codec, self.plan, self.tokenizer, frames, seed,
-                              temperature, top_k, top_p, strict, progress)
+                              temperature, top_k, top_p, strict, progress, init_image=init_image, keyframes=keyframes)
