@@ -55,9 +55,12 @@ class SharedWeights:
         self.file = open(path, "wb")
         self.referenced = 0          # bytes of all initializers, before deduplication
 
-    def externalise(self, proto: onnx.ModelProto) -> None:
+    def externalise(self, proto: onnx.ModelProto) -> int:
+        """Move the graph's large float initializers into the shared file; returns all its initializer bytes."""
+        total = 0
         for t in proto.graph.initializer:
             data = numpy_helper.to_array(t)
+            total += data.nbytes
             if data.dtype.kind != "f" or data.nbytes < INLINE_BELOW:
                 continue    # shape operands (axes, sizes) must stay inline for shape inference; tiny ones too
             raw = np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -77,6 +80,7 @@ class SharedWeights:
             for k, v in (("location", WEIGHTS), ("offset", str(offset)), ("length", str(length))):
                 e = t.external_data.add()
                 e.key, e.value = k, v
+        return total
 
     def close(self) -> None:
         self.file.close()
@@ -119,9 +123,10 @@ def build_package(models: dict[Kind, DualTransformer], vq: VQVAE, tokenizer: Tex
         fragments = {}
         for name, contract, graph, sample in jobs:
             proto = export_fragment(graph, contract, sample)
-            weights.externalise(proto)
+            weight_bytes = weights.externalise(proto)
             onnx.save_model(proto, tmp / f"{name}.onnx")
             fragments[name] = {"file": f"{name}.onnx", **contract.to_dict(), "precision": "fp32",
+                               "weight_bytes": weight_bytes,      # what one run reads of weights (hiergen bench)
                                "sha256": sha256(tmp / f"{name}.onnx")}
         for k in Kind:
             fragments[step.name(k)]["prefill"] = step.prefill_name(k)

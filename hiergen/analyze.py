@@ -413,6 +413,14 @@ def evaluate(clips: Sequence[Clip], captions: Sequence[Caption | str] | None = N
         reports = [analyze_clip(c) for c in clips]
     elif len(reports) != len(clips):
         raise ValueError(f"got {len(clips)} clips but {len(reports)} reports")
+    return score_reports(reports, caps)
+
+
+def score_reports(reports: Sequence[ClipReport], captions: Sequence[Caption | str]) -> EvalReport:
+    """evaluate() for clips already analysed: one report and one caption per clip."""
+    if len(reports) == 0 or len(reports) != len(captions):
+        raise ValueError(f"need one caption per report, got {len(reports)} reports and {len(captions)} captions")
+    caps = [parse(c) if isinstance(c, str) else c for c in captions]
     rows = [r.correct(c) for r, c in zip(reports, caps)]
     per_frame = [r.frame_correct(c).astype(float) for r, c in zip(reports, caps)]
 
@@ -430,7 +438,7 @@ def evaluate(clips: Sequence[Clip], captions: Sequence[Caption | str] | None = N
     held = [row for row, c in zip(rows, caps) if c.held_out]
     frames = [f.n_objects == 1 for r in reports for f in r.frames]
     return EvalReport(
-        n=len(clips), accuracy=_accuracy(rows), one_object_rate=float(np.mean(frames)),
+        n=len(reports), accuracy=_accuracy(rows), one_object_rate=float(np.mean(frames)),
         by_frame=tuple(float(v) for v in by_frame), by_frame_basis=basis,
         smoothness=float(np.mean(moving if moving else [r.smoothness for r in reports])),
         two_phase_motion=float(np.mean(two_phase)) if two_phase else None,

@@ -81,12 +81,36 @@ def cmd_import_videos(args) -> int:
 # ---------------------------------------------------------------- eval
 def cmd_eval(args) -> int:
     from hiergen.evaluation import EvalError, run_clip_eval
+    if args.prompts is not None:
+        return _eval_generated(args)
     try:
         return run_clip_eval(clips_dir=args.clips, n_synth=args.synth, split=args.split,
                              mp4_roundtrip=args.mp4_roundtrip, vqvae=args.vqvae, size=args.size,
                              textured=args.textured,
                              json_path=args.json, plot_path=args.plot, markdown_path=args.markdown)
     except EvalError as e:
+        return _fail(str(e))
+
+
+def _eval_generated(args) -> int:
+    from hiergen.generated_eval import run_generated_eval
+    from hiergen.runtime.package import PackageError
+    from hiergen.runtime.video import VideoError, check_writable
+    if args.prompts < 1:
+        return _fail(f"--prompts needs a positive number of prompts, got {args.prompts}")
+    ablations = {}
+    for a in args.ablation or []:
+        name, sep, pkg = a.partition("=")
+        if not sep or not name or not pkg:
+            return _fail(f"--ablation takes NAME=PACKAGE, e.g. 'one fixed rate=out/fixed-rate'; got {a!r}")
+        ablations[name] = pkg
+    try:
+        for out in (args.json, args.markdown, args.plot, args.samples):
+            if out:
+                check_writable(out)
+        return run_generated_eval(args.model, args.prompts, args.baseline, ablations, args.jobs, args.json,
+                                  args.markdown, args.plot, args.samples)
+    except (PackageError, VideoError) as e:
         return _fail(str(e))
 
 
@@ -146,7 +170,7 @@ def _generate_and_save(args, load) -> int:
     import warnings
 
     from hiergen.progress import Progress
-    from hiergen.runtime.pipeline import PromptError, check_prompt
+    from hiergen.runtime.pipeline import ImageError, PromptError, check_prompt, read_user_images
     from hiergen.runtime.plan import rounds_for
     from hiergen.runtime.video import VideoError, check_writable
     from hiergen.tokenizer import TextTokenizer
@@ -159,6 +183,7 @@ def _generate_and_save(args, load) -> int:
             warnings.simplefilter("ignore")     # unknown words are reported once, by generate below
             check_prompt(prompt, TextTokenizer.default(), args.strict)
         rounds_for(args.frames)
+        read_user_images(args.frames, args.init_image, args.keyframes)      # bad images fail before the load
         for out in outputs:
             check_writable(out)
         pipe = load()
@@ -172,7 +197,8 @@ def _generate_and_save(args, load) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             video = pipe.generate(prompt, frames=args.frames, seed=args.seed, temperature=args.temperature,
-                                  top_k=args.top_k, top_p=args.top_p, strict=args.strict, progress=progress)
+                                  top_k=args.top_k, top_p=args.top_p, strict=args.strict, progress=progress,
+                                  init_image=args.init_image, keyframes=args.keyframes)
         if bars:
             bars[-1].close()
         for w in caught:
@@ -180,7 +206,7 @@ def _generate_and_save(args, load) -> int:
         for out in outputs:
             video.save(out)
             print(f"wrote {out}")
-    except (PromptError, VideoError, ValueError) as e:
+    except (PromptError, ImageError, VideoError, ValueError) as e:
         return _fail(str(e))
     t = video.result.timings
     print(f"{len(video.frames)} frames at {video.fps:g} fps in {sum(t.values()):.1f} s ("
@@ -208,6 +234,46 @@ def cmd_reference(args) -> int:
         torch.set_num_threads(args.threads)
         return ReferencePipeline.load(args.checkpoints, args.vqvae)
     return _generate_and_save(args, load)
+
+
+def cmd_bench(args) -> int:
+    import importlib.util
+
+    from hiergen.runtime.backend import BackendError, providers_for
+    from hiergen.runtime.package import PackageError
+    from hiergen.runtime.video import VideoError, check_writable
+    from hiergen.runtime import bench
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    try:
+        for out in (args.json, args.markdown):
+            if out:
+                check_writable(out)
+        for b in backends:
+            if b == "torch":
+                if importlib.util.find_spec("torch") is None:
+                    raise BackendError("backend 'torch' (the PyTorch reference) needs pip install 'hiergen[train]'")
+                missing = [p for p in (args.vqvae, *(f"{args.checkpoints}/{k}.safetensors"
+                                                     for k in ("t2i", "keyframe", "interp"))) if not Path(p).is_file()]
+                if missing:
+                    raise BackendError(f"the PyTorch reference needs {', '.join(missing)}: pass --checkpoints/--vqvae "
+                                       "or drop torch from --backends")
+            else:
+                providers_for(b)
+        result = bench.bench(args.model, backends, args.checkpoints, args.vqvae, args.runs, args.frames,
+                             " ".join(args.prompt), args.seed, args.threads, rss=not args.no_rss)
+    except (BackendError, PackageError, VideoError, RuntimeError) as e:
+        return _fail(str(e))
+    text = bench.markdown(result)
+    print(text)
+    from hiergen.fileio import write_json, write_text
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    if args.markdown:
+        write_text(args.markdown, text)
+        print(f"wrote {args.markdown}")
+    return 0
 
 
 def cmd_export(args) -> int:
@@ -241,6 +307,13 @@ def _add_generation_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--top-k", type=int, default=None, help="1 = greedy; default: the plan's")
     s.add_argument("--top-p", type=float, default=None, help="default: the plan's (1.0 = off)")
     s.add_argument("--strict", action="store_true", help="refuse prompts with words the model never saw")
+    user = s.add_mutually_exclusive_group()
+    user.add_argument("--init-image", metavar="IMAGE",
+                      help="your own first frame (image-to-video): it replaces the text-to-image stage; any size, "
+                           "centre-cropped and resized to the model's")
+    user.add_argument("--keyframes", nargs="+", metavar="IMAGE",
+                      help="interpolate your own frames: 5, 9, 17 or 33 images, at most --frames, become evenly "
+                           "spaced frames of the video (first and last included); put them after the prompt")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -287,14 +360,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_import_videos)
 
-    s = sub.add_parser("eval", help="check clips against their captions with the clip analyzer",
+    s = sub.add_parser("eval", help="score clips, or videos a model generates, against their captions",
                        formatter_class=_Formatter,
                        description="Run the OpenCV clip analyzer on clips and score colour, shape, size, motion "
                                    "and speed against the captions; the same clips with shuffled captions give "
-                                   "the chance floor.")
+                                   "the chance floor. With --prompts N, generate a 33-frame video for each of N "
+                                   "held-out test prompts (and seeds) with the model package, and with the "
+                                   "frame-by-frame baseline and ablation packages if given, then score them all "
+                                   "(ground truth is the ceiling).",
+                       epilog="examples:\n  hiergen eval --synth 500 --json docs/eval/ground_truth.json\n"
+                              "  hiergen eval --prompts 200 --baseline out/baseline --json docs/eval/generated.json "
+                              "--plot docs/eval/generated_by_frame.png --samples docs/eval/generated_samples.png")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--clips", help="a dataset folder (hiergen synth --out / import-videos)")
     src.add_argument("--synth", type=int, metavar="N", help="render N ground-truth clips of the test split")
+    src.add_argument("--prompts", type=int, metavar="N", help="generate and score videos for N held-out prompts")
+    s.add_argument("--model", default=None, help="--prompts: the model package (default: the shipped models/default)")
+    s.add_argument("--baseline", help="--prompts: a package whose keyframe model was trained with --fixed-rate 16: "
+                                      "adds frame-by-frame generation with overlap 1 and 2")
+    s.add_argument("--ablation", action="append", metavar="NAME=PACKAGE",
+                   help="--prompts: another package to score with the hierarchical loop (repeatable)")
+    s.add_argument("--jobs", type=int, default=None, help="--prompts: worker processes (default: all cores)")
+    s.add_argument("--samples", help="--prompts: write a contact sheet of the first 6 hierarchical videos here")
     s.add_argument("--split", choices=("train", "val", "test", "all"), default="all", help="split of --clips (default all)")
     s.add_argument("--mp4-roundtrip", action="store_true", help="encode and decode every clip as MP4 first")
     s.add_argument("--vqvae", help="pass every frame through this tokenizer checkpoint (encode, decode) first; "
@@ -360,13 +447,44 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Keyframes first, then recursive interpolation, driven by the package's "
                                    "generation plan over ONNX Runtime (TensorRT EP, CUDA EP or CPU).",
                        epilog="examples:\n  hiergen generate a small red circle moves left slowly -o red.mp4 --sheet\n"
-                              "  hiergen generate a large cyan square bounces quickly --frames 9 --seed 3 --gif")
+                              "  hiergen generate a large cyan square bounces quickly --frames 9 --seed 3 --gif\n"
+                              "  hiergen generate a small red circle moves left slowly --init-image first.png\n"
+                              "  hiergen generate a small red circle moves left slowly --keyframes a.png b.png c.png "
+                              "d.png e.png --frames 17")
     _add_generation_options(s)
     s.add_argument("--model", default=None, help="model package folder (default: the shipped models/default)")
     s.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="ONNX Runtime execution provider (default auto: best available)")
     s.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("bench", help="time every stage and backend in one run, against the PyTorch reference",
+                       formatter_class=_Formatter,
+                       description="Each backend runs in its own process: one warm-up video, then --runs timed "
+                                   "videos of the same prompt and seed. Reports whole-video latency (median), the "
+                                   "ratio to the PyTorch reference, per stage the decode step time against its "
+                                   "memory-bandwidth bound (weights + KV arena read per step over the measured copy "
+                                   "bandwidth), tokens/s, prefill time, and peak resident memory of each worker and "
+                                   "of a plain `hiergen generate`.",
+                       epilog="examples:\n  hiergen bench\n"
+                              "  hiergen bench --runs 5 --json docs/bench/cpu.json --markdown docs/bench/cpu.md\n"
+                              "  hiergen bench --backends cpu --threads 1")
+    s.add_argument("prompt", nargs="*", default="a large red circle moves right then up slowly".split(),
+                   help="the caption to generate (default: a large red circle moves right then up slowly)")
+    s.add_argument("--model", default=None, help="model package folder (default: the shipped models/default)")
+    s.add_argument("--backends", default="cpu,torch",
+                   help="comma-separated: cpu, cuda, tensorrt (ONNX Runtime providers) and torch (the PyTorch "
+                        "reference, needs the checkpoints); default cpu,torch")
+    _add_checkpoint_options(s)
+    s.add_argument("--runs", type=int, default=3, help="timed videos per backend after one warm-up (default 3)")
+    s.add_argument("--frames", type=int, default=33, choices=(5, 9, 17, 33), help="frames per video (default 33)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    s.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for every backend (default: all cores, each library's default)")
+    s.add_argument("--json", help="write the full result as JSON here")
+    s.add_argument("--markdown", help="write the tables as markdown here")
+    s.add_argument("--no-rss", action="store_true", help="skip the extra `hiergen generate` run for peak memory")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("reference", help="generate a video with the PyTorch reference generator (checkpoints)",
                        formatter_class=_Formatter,

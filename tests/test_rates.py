@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hiergen.rates import RATES, interp_rates, keyframe_rate, sample_fixed, sample_interp, sample_keyframes, span, window
+from hiergen.rates import interp_rates, keyframe_rate, sample_fixed, sample_interp, sample_keyframes, span, window
 
 
 def test_keyframe_rate_is_the_lowest_that_fits():

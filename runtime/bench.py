@@ -1,0 +1,293 @@
+"""`hiergen bench`: every stage and backend of one model in one run, against the PyTorch reference.
+
+    hiergen bench --runs 5 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
+
+Each backend runs in its own worker process (`python -m hiergen.runtime.bench
+--worker ...`), one after the other, so their peak resident memory is their own
+and the ONNX Runtime worker never has torch loaded. A worker loads its
+pipeline, generates one warm-up video, then `runs` timed videos of the same
+prompt and seed, and reports per stage the wall time, the sampled tokens per
+second and every step's time by (model, batch, new tokens).
+
+Figures:
+- video_latency_s: median whole-video latency (tokens and pixels, no file IO);
+- speedup_vs_torch: the PyTorch reference's median over the backend's;
+- decode_step_ms: median time of a decode step (one new token per sequence) per stage;
+- bandwidth_bound_ms: the bytes such a step must read (the step graph's
+  weights plus its KV arena at that batch) over the machine's copy bandwidth,
+  measured here as STREAM does (bytes read + bytes written per second of a
+  large numpy copy): no decode step can beat it on this machine;
+- peak_rss_mb: the workers' peak resident memory, and that of a plain
+  `hiergen generate` run writing an MP4 (the product, base install).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+
+STAGE_MODEL = {"t2i": "t2i", "keyframe": "keyframe", "interp1": "interp", "interp2": "interp", "interp3": "interp"}
+
+
+# ------------------------------------------------------------ measurement helpers
+def copy_bandwidth(mbytes: int = 256, repeats: int = 5) -> float:
+    """Bytes moved (read + written) per second by a large numpy copy, best of `repeats`."""
+    a = np.ones(mbytes << 18, np.float32)          # mbytes MiB
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t)
+    return 2 * a.nbytes / best
+
+
+def machine() -> str:
+    """CPU model and core count (Linux /proc/cpuinfo; the platform string elsewhere)."""
+    import platform
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Timed:
+    """A StepModel wrapper that records (batch, new tokens, seconds) of every step."""
+
+    def __init__(self, inner, name: str, log: list):
+        self.inner, self.name, self.log = inner, name, log
+        self.text_len, self.grid, self.image_vocab = inner.text_len, inner.grid, inner.image_vocab
+
+    def new_cache(self, batch):
+        return self.inner.new_cache(batch)
+
+    def step(self, tokens, codes, cache):
+        t = time.perf_counter()
+        out = self.inner.step(tokens, codes, cache)
+        self.log.append((self.name, int(tokens.shape[0]), int(tokens.shape[1]), time.perf_counter() - t))
+        return out
+
+
+# ------------------------------------------------------------ worker (one backend, own process)
+def worker(backend: str, cfg: dict) -> dict:
+    """Load one backend's pipeline, warm up, time `runs` videos; a JSON-able report."""
+    if backend == "torch":
+        import torch
+        torch.set_num_threads(cfg["threads"] or os.cpu_count() or 1)
+        from hiergen.training.generate import ReferencePipeline
+        from hiergen.runtime.plan import Plan
+        from hiergen.runtime.package import load_manifest
+        plan = Plan.from_dict(load_manifest(cfg["model"])["plan"])    # the package's plan, for the same loop
+        pipe = ReferencePipeline.load(cfg["checkpoints"], cfg["vqvae"], plan=plan)
+        device = "torch " + torch.__version__
+    else:
+        from hiergen.runtime.pipeline import Pipeline
+        pipe = Pipeline.load(cfg["model"], backend=backend, threads=cfg["threads"])
+        device = pipe.device
+    log: list = []
+    pipe.models = {k: Timed(m, k, log) for k, m in pipe.models.items()}
+    videos, steps = [], []
+    for i in range(cfg["runs"] + 1):                       # run 0 warms up
+        log.clear()
+        t = time.perf_counter()
+        v = pipe.generate(cfg["prompt"], frames=cfg["frames"], seed=cfg["seed"])
+        total = time.perf_counter() - t
+        if i:
+            videos.append({"latency_s": total, "stages": v.result.timings})
+            steps.append(list(log))
+    return {"backend": backend, "device": device, "videos": videos, "steps": steps,
+            "tokens": v.tokens.tolist(), "peak_rss_mb": peak_rss_mb(),
+            "torch_loaded": "torch" in sys.modules}
+
+
+def _run_worker(backend: str, cfg: dict) -> dict:
+    cmd = [sys.executable, "-m", "hiergen.runtime.bench", "--worker", backend, "--config", json.dumps(cfg)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"bench worker {backend!r} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+_GENERATE = ("import sys; from hiergen.cli import main; rc = main(sys.argv[1:]); "
+             "from hiergen.runtime.bench import peak_rss_mb; print('PEAK_RSS_MB', peak_rss_mb(), file=sys.stderr); "
+             "sys.exit(rc)")
+
+
+def generate_rss_mb(model: str | None, prompt: str, frames: int, seed: int, threads: int | None) -> float:
+    """Peak RSS of a real `hiergen generate` run writing an MP4 (the CLI's own code, in a fresh process).
+
+    Read as VmHWM inside that process at its end: counted from its exec, unlike
+    the rusage of a child, which includes the forking parent's pages.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["generate", *prompt.split(), "-o", str(Path(tmp) / "v.mp4"), "--frames", str(frames),
+                "--seed", str(seed), "-q"]
+        argv += ["--model", model] if model else []
+        argv += ["--threads", str(threads)] if threads else []
+        r = subprocess.run([sys.executable, "-c", _GENERATE, *argv], capture_output=True, text=True)
+    peak = [ln.split()[1] for ln in r.stderr.splitlines() if ln.startswith("PEAK_RSS_MB")]
+    if r.returncode != 0 or not peak:
+        raise RuntimeError(f"hiergen generate failed: {r.stderr[-2000:]}")
+    return float(peak[0])
+
+
+# ------------------------------------------------------------ summary
+def _stage_of(run_steps: list, stages: list[str]) -> list[tuple[str, tuple]]:
+    """Label each recorded step with its stage: steps come in stage order, one model per stage."""
+    out, i = [], 0
+    for stage in stages:
+        model = STAGE_MODEL[stage]
+        first = True
+        while i < len(run_steps) and run_steps[i][0] == model:
+            # a new prefill of the same model starts the next stage (the interpolation rounds)
+            if run_steps[i][2] > 1 and not first:
+                break
+            out.append((stage, run_steps[i]))
+            first = False
+            i += 1
+    return out
+
+
+def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
+    videos = report["videos"]
+    stages = list(videos[0]["stages"])
+    per_stage: dict[str, dict] = {}
+    for run in report["steps"]:
+        for stage, (model, batch, t, dt) in _stage_of(run, stages):
+            s = per_stage.setdefault(stage, {"model": model, "batch": batch, "decode": [], "prefill": []})
+            s["decode" if t == 1 else "prefill"].append(dt)
+    new_frames = {"t2i": 1, "keyframe": 4, "interp1": 4, "interp2": 8, "interp3": 16}
+    P = manifest["model_config"]["grid"] ** 2
+    out = {}
+    for stage, s in per_stage.items():
+        wall = median(v["stages"][stage] for v in videos)
+        entry = {"model": s["model"], "batch": s["batch"], "stage_ms": 1000 * wall,
+                 "decode_steps": len(s["decode"]) // len(videos),
+                 "decode_step_ms": 1000 * median(s["decode"]) if s["decode"] else None,
+                 "prefill_ms": 1000 * median(s["prefill"]) if s["prefill"] else None,
+                 "tokens_per_s": new_frames[stage] * P / wall}
+        if manifest:
+            nbytes = step_bytes(manifest, s["model"], s["batch"])
+            entry["bytes_per_step"] = nbytes
+            entry["bandwidth_bound_ms"] = 1000 * nbytes / bandwidth
+        out[stage] = entry
+    return {"device": report["device"], "video_latency_s": median(v["latency_s"] for v in videos),
+            "latencies_s": [v["latency_s"] for v in videos], "stages": out, "peak_rss_mb": report["peak_rss_mb"],
+            "torch_loaded": report["torch_loaded"]}
+
+
+def step_bytes(manifest: dict, model: str, batch: int) -> int:
+    """Bytes a decode step reads: the step graph's weights and its KV arena (every past tensor) at `batch`."""
+    spec = manifest["fragments"][f"{model}_step"]
+    shapes = {t["name"]: t["shape"] for t in spec["inputs"]}
+    kv = sum(int(np.prod([batch if d == "batch" else d for d in shapes[past]])) * 4
+             for past, _ in spec["kv_cache"]["pairs"])
+    return int(spec.get("weight_bytes", 0)) + kv
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# hiergen bench: {result['frames']} frames, \"{result['prompt']}\", seed {result['seed']}, "
+             f"median of {result['runs']} runs", "",
+             f"Machine: {result['machine']}; copy bandwidth {result['copy_bandwidth_gbs']:.1f} GB/s "
+             "(read + write, STREAM-style); threads: " + str(result["threads"] or "all cores"), "",
+             "| backend | video latency (s) | vs PyTorch reference | peak RSS (MB) |", "|---|---:|---:|---:|"]
+    ref = result["video_latency_s"].get("torch")
+    for name, b in result["backends"].items():
+        ratio = f"{ref / b['video_latency_s']:.2f}x" if ref else "-"
+        lines.append(f"| {name} ({b['device']}) | {b['video_latency_s']:.3f} | {ratio} | {b['peak_rss_mb']:.0f} |")
+    for b, n in result.get("tokens_differ_from_torch", {}).items():
+        lines.append(f"\nSame seed, {b} vs the PyTorch reference: {n} of {result['tokens_per_video']} tokens differ.")
+    if result.get("generate_peak_rss_mb"):
+        lines += ["", f"`hiergen generate` (writes an MP4, torch never imported): peak RSS "
+                      f"{result['generate_peak_rss_mb']:.0f} MB."]
+    for name, b in result["backends"].items():
+        lines += ["", f"## {name}", "",
+                  "| stage | batch | stage (ms) | decode steps | decode step (ms) | bound (ms) | step / bound | "
+                  "prefill (ms) | tokens/s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for stage, s in b["stages"].items():
+            bound = s.get("bandwidth_bound_ms")
+            ratio = f"{s['decode_step_ms'] / bound:.2f}" if bound and s["decode_step_ms"] else "-"
+            lines.append(f"| {stage} | {s['batch']} | {s['stage_ms']:.0f} | {s['decode_steps']} | "
+                         f"{s['decode_step_ms']:.2f} | {bound:.2f} | {ratio} | {s['prefill_ms'] or 0:.1f} | "
+                         f"{s['tokens_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def bench(model: str | None, backends: list[str], checkpoints: str | None, vqvae: str | None, runs: int,
+          frames: int, prompt: str, seed: int, threads: int | None, rss: bool = True) -> dict:
+    from hiergen.runtime.package import load_manifest
+    from hiergen.runtime.pipeline import DEFAULT_PACKAGE
+
+    model = str(model or DEFAULT_PACKAGE)
+    manifest = load_manifest(model)
+    bandwidth = copy_bandwidth()
+    tokens: dict[str, np.ndarray] = {}
+    cfg = {"model": model, "checkpoints": checkpoints, "vqvae": vqvae, "runs": runs, "frames": frames,
+           "prompt": prompt, "seed": seed, "threads": threads}
+    reports = {}
+    for b in backends:
+        print(f"bench: {b} ...", file=sys.stderr, flush=True)
+        raw = _run_worker(b, cfg)
+        tokens[b] = np.array(raw["tokens"])
+        reports[b] = summarise(raw, manifest, bandwidth)
+    result = {"prompt": prompt, "frames": frames, "seed": seed, "runs": runs, "threads": threads,
+              "machine": machine(), "copy_bandwidth_gbs": bandwidth / 1e9,
+              "backends": reports,
+              "video_latency_s": {b: r["video_latency_s"] for b, r in reports.items()}}
+    if "torch" in tokens:        # sampled with the same seed: the same tokens unless logits differ at a near-tie
+        result["tokens_differ_from_torch"] = {b: int((t != tokens["torch"]).sum()) for b, t in tokens.items()
+                                              if b != "torch"}
+        result["tokens_per_video"] = int(tokens["torch"].size)
+    main = next((b for b in backends if b != "torch"), None)
+    if main and "torch" in reports:
+        result["speedup_vs_torch"] = reports["torch"]["video_latency_s"] / reports[main]["video_latency_s"]
+    if main:
+        st = reports[main]["stages"]
+        result["decode_step_ms"] = {k: s["decode_step_ms"] for k, s in st.items()}
+        result["bandwidth_bound_ms"] = {k: s["bandwidth_bound_ms"] for k, s in st.items()}
+    if rss:
+        print("bench: hiergen generate (peak RSS) ...", file=sys.stderr, flush=True)
+        result["generate_peak_rss_mb"] = generate_rss_mb(model, prompt, frames, seed, threads)
+    result["peak_rss_mb"] = {**{b: r["peak_rss_mb"] for b, r in reports.items()},
+                             **({"hiergen generate": result["generate_peak_rss_mb"]} if rss else {})}
+    return result
+
+
+def _main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hiergen.runtime.bench")
+    p.add_argument("--worker", required=True)
+    p.add_argument("--config", required=True)
+    a = p.parse_args(argv)
+    import logging
+    logging.disable(logging.CRITICAL)
+    import warnings
+    warnings.simplefilter("ignore")
+    rep = worker(a.worker, json.loads(a.config))
+    print(json.dumps(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
