@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 
-def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False) -> int:
+def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False, keyframe: str | None = None) -> int:
     """0: package written and checked; 2: the inputs or the destination are not usable (message says why)."""
     import torch
 
@@ -15,7 +15,7 @@ def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False) -> i
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     try:
-        path = export_package(checkpoints, vqvae, out, force=force)
+        path = export_package(checkpoints, vqvae, out, force=force, keyframe=keyframe)
         m = check_package(path)
     except (ExportError, CheckpointError, PackageError) as e:
         print(f"hiergen export: {e}", file=sys.stderr)

@@ -188,20 +188,30 @@ def _replace(tmp: Path, out: Path) -> None:
 
 
 def export_package(checkpoints_dir: str | os.PathLike, vqvae_ckpt: str | os.PathLike, out: str | os.PathLike,
-                   force: bool = False, plan: Plan | None = None) -> Path:
-    """Export checkpoints/transformer/{t2i,keyframe,interp}.safetensors + the VQ-VAE into package `out`."""
+                   force: bool = False, plan: Plan | None = None, keyframe: str | os.PathLike | None = None) -> Path:
+    """Export checkpoints/transformer/{t2i,keyframe,interp}.safetensors + the VQ-VAE into package `out`.
+
+    `keyframe` replaces the keyframe checkpoint (trained on the same backbone): the
+    frame-by-frame baseline or an ablation's keyframe model.
+    """
     from hiergen.training import checkpoint as ckpt
     from hiergen.training.train_transformer import load_model
     from hiergen.training.vqvae import VQVAE, VQVAEConfig
 
     d = Path(checkpoints_dir)
-    absent = [str(d / f"{k.value}.safetensors") for k in Kind if not (d / f"{k.value}.safetensors").exists()]
+    paths = {k: d / f"{k.value}.safetensors" for k in Kind}
+    if keyframe is not None:
+        paths[Kind.KEYFRAME] = Path(keyframe)
+    absent = [str(p) for p in paths.values() if not p.exists()]
     if absent:
         raise ExportError(f"missing checkpoint(s) {', '.join(absent)}: train them first (hiergen train --kind ...)")
     if not Path(vqvae_ckpt).exists():
         raise ExportError(f"missing VQ-VAE checkpoint {vqvae_ckpt}: train it first or pass --vqvae")
     backbone = d / "t2i.safetensors"
-    models = {k: load_model(d / f"{k.value}.safetensors", backbone) for k in Kind}
+    models = {k: load_model(p, backbone) for k, p in paths.items()}
+    wrong = [f"{paths[k]} holds a {m.kind.value} model" for k, m in models.items() if m.kind != k]
+    if wrong:
+        raise ExportError(f"{'; '.join(wrong)}, not the model its place needs")
     c = ckpt.load(vqvae_ckpt, VQVAEConfig, kind="vqvae")
     vq = VQVAE(c.config)
     ckpt.load_model_state(vq, c)

@@ -280,7 +280,7 @@ def cmd_export(args) -> int:
     if (msg := _needs_torch()):
         return _fail(msg)
     from hiergen.export.commands import cmd_export as run
-    return run(args.checkpoints, args.vqvae, args.out, args.force)
+    return run(args.checkpoints, args.vqvae, args.out, args.force, args.keyframe)
 
 
 def cmd_check(args) -> int:
@@ -503,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_options(s)
     s.add_argument("--out", default="models/default", help="package folder (default models/default)")
     s.add_argument("--force", action="store_true", help="replace a different package at --out")
+    s.add_argument("--keyframe", help="use this keyframe checkpoint instead of CHECKPOINTS/keyframe.safetensors "
+                                      "(the frame-by-frame baseline: checkpoints/baseline/keyframe.safetensors)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("check", help="validate a model package: manifest, hashes, ONNX checker, shape inference",

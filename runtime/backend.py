@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from hiergen.runtime.arena import DeviceArena, HostArena
+
 log = logging.getLogger("hiergen")
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
@@ -47,56 +49,6 @@ def session(pkg: Path, spec: dict, providers: list[str], threads: int | None = N
     return ort.InferenceSession(str(pkg / spec["file"]), so, providers=providers)
 
 
-class Arena:
-    """One generation stage's preallocated KV cache and decode-step buffers, bound once through IO binding.
-
-    kv holds every past tensor of the step graph (manifest kv_cache pairs) in one
-    block, (n_pairs, B, ...) with each pair's tensor contiguous, so the graph
-    reads it in place. A decode step (T = 1) fills the bound token/code buffers,
-    runs, and copies the bound new keys/values into kv at its slot: nothing is
-    allocated and nothing grows. A prefill (T > 1) runs once per stage and lets
-    ONNX Runtime allocate its outputs.
-    """
-
-    def __init__(self, model: "OrtStepModel", batch: int):
-        self.batch = batch
-        self.written = False                           # no step has run: a prefill can skip the cache
-        past_shape = [batch if d == "batch" else d for d in model.past_shape]
-        new_shape = [batch if d == "batch" else 1 if d == "new_tokens" else d for d in model.new_shape]
-        n = len(model.pairs)
-        self.kv = np.zeros((n, *past_shape), np.float32)
-        self.new = np.zeros((n, *new_shape), np.float32)
-        self.logits = np.zeros((batch, 1, model.image_vocab), np.float32)
-        self.tokens = np.zeros((batch, 1), np.int64)
-        self.codes = np.zeros((batch, 1), np.int64)
-        self.slot_axis = 1 + model.slot_axis           # in kv, after the pair axis
-        io = model.sess.io_binding()
-        for arr, name in ((self.tokens, model.tokens_name), (self.codes, model.codes_name)):
-            _bind(io.bind_input, name, arr)
-        _bind(io.bind_output, model.logits_name, self.logits)
-        for i, (past, new) in enumerate(model.pairs):
-            _bind(io.bind_input, past, self.kv[i])
-            _bind(io.bind_output, new, self.new[i])
-        self.decode = io
-
-    def past_feeds(self, model: "OrtStepModel") -> dict[str, np.ndarray]:
-        return {past: self.kv[i] for i, (past, _) in enumerate(model.pairs)}
-
-    def write(self, slots, new: np.ndarray) -> None:
-        """new (n_pairs, B, ..., T, ...) -> kv at `slots` (an int for one slot, else an index array)."""
-        index = (slice(None),) * self.slot_axis + (slots,)
-        self.kv[index] = new if not isinstance(slots, int) else new[(slice(None),) * self.slot_axis + (0,)]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.kv, self.new, self.logits, self.tokens, self.codes))
-
-
-def _bind(bind, name: str, arr: np.ndarray) -> None:
-    assert arr.flags.c_contiguous, name
-    bind(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
-
-
 class OrtStepModel:
     """StepModel (runtime/orchestrator.py) over one exported transformer step graph; caches are Arenas."""
 
@@ -115,30 +67,24 @@ class OrtStepModel:
         self.past_shape, self.new_shape = shapes[self.pairs[0][0]], shapes[self.pairs[0][1]]
         self.new_names = [new for _, new in self.pairs]
         self.text_len, self.grid, self.image_vocab = cfg["text_len"], cfg["grid"], cfg["image_vocab"]
-        # IO binding hands ONNX Runtime host pointers; on another device it would copy the
-        # arena every step, so there the plain run() path is used (see docs/runtime.md).
-        self.bound = self.sess.get_providers()[0] == "CPUExecutionProvider"
+        # The arena lives where the graph runs: host memory for the CPU provider, device memory otherwise.
+        self.on_device = self.sess.get_providers()[0] != "CPUExecutionProvider"
 
-    def new_cache(self, batch: int) -> Arena:
-        return Arena(self, batch)
+    def new_cache(self, batch: int) -> HostArena | DeviceArena:
+        return DeviceArena(self, batch) if self.on_device else HostArena(self, batch)
 
-    def step(self, tokens: np.ndarray, codes: np.ndarray, cache: Arena) -> np.ndarray:
-        """Logits (B, T, V); for a decode step they live in the arena until the next step."""
-        if tokens.shape == (cache.batch, 1) and self.bound:
-            cache.tokens[...] = tokens
-            cache.codes[...] = codes
-            self.sess.run_with_iobinding(cache.decode)
-            cache.written = True
-            cache.write(int(codes[0, 0]), cache.new)
-            return cache.logits
-        feeds = {self.tokens_name: tokens, self.codes_name: codes}
-        if cache.written or self.prefill is None:
-            out = self.sess.run([self.logits_name, *self.new_names], {**feeds, **cache.past_feeds(self)})
+    def step(self, tokens: np.ndarray, codes: np.ndarray, cache: HostArena | DeviceArena) -> np.ndarray:
+        """Logits (B, T, V); a decode step's live in the arena until the next step."""
+        if tokens.shape == (cache.batch, 1):
+            return cache.decode(tokens, codes)
+        names = [self.logits_name, *self.new_names]
+        if not cache.written and self.prefill is not None:
+            out = self.prefill.run(names, {self.tokens_name: tokens, self.codes_name: codes})
+        elif isinstance(cache, DeviceArena):
+            out = cache.run_past(self.sess, tokens, codes, names)
         else:
-            out = self.prefill.run([self.logits_name, *self.new_names], feeds)
-        cache.written = True
-        slots = codes[0]                       # every sequence of a step writes the same slots
-        cache.write(int(slots[0]) if len(slots) == 1 else slots, np.stack(out[1:]))
+            out = self.sess.run(names, {self.tokens_name: tokens, self.codes_name: codes, **cache.past_feeds()})
+        cache.store(codes[0], out[1:])          # every sequence of a step writes the same slots
         return out[0]
 
 

@@ -1,0 +1,75 @@
+"""KV-cache arenas: the device arena's logic, run on the CPU with host memory and a host copier."""
+import numpy as np
+import pytest
+
+from hiergen.runtime.arena import DeviceArena, HostArena, HostCopier, _runs
+from hiergen.runtime.backend import OrtStepModel
+from hiergen.runtime.package import load_manifest
+from hiergen.runtime.pipeline import DEFAULT_PACKAGE
+
+
+@pytest.fixture(scope="module")
+def keyframe():
+    m = load_manifest(DEFAULT_PACKAGE)
+    return OrtStepModel(DEFAULT_PACKAGE, m, "keyframe_step", ["CPUExecutionProvider"], threads=1)
+
+
+def test_runs_of_consecutive_slots():
+    assert _runs(np.array([0, 1, 2, 7, 8, 20])) == [(0, 0, 3), (7, 3, 2), (20, 5, 1)]
+    assert _runs(np.array([5])) == [(5, 0, 1)]
+
+
+def _drive(model, arena, steps=6):
+    """A prefill of the text and frame 1, then greedy decode steps of frame 2; every logits array."""
+    rng = np.random.default_rng(0)
+    B, P, L = arena.batch, model.grid ** 2, model.text_len
+    text = rng.integers(1, 20, (B, L))
+    frame = np.concatenate([np.full((B, 1), model.image_vocab), rng.integers(0, model.image_vocab, (B, P - 1))], 1)
+    tokens = np.concatenate([text, frame], 1).astype(np.int64)
+    codes = np.tile(np.arange(L + P), (B, 1)).astype(np.int64)
+    out = [model.step(tokens, codes, arena).copy()]
+    prev = np.full((B, 1), model.image_vocab, np.int64)
+    for w in range(steps):
+        logits = model.step(prev, np.full((B, 1), L + P + w, np.int64), arena)
+        out.append(logits.copy())
+        prev = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
+    return out
+
+
+def test_device_arena_matches_the_host_arena(keyframe):
+    host = HostArena(keyframe, 2)
+    dev = DeviceArena(keyframe, 2, device="cpu", copier=HostCopier())
+    a, b = _drive(keyframe, host), _drive(keyframe, dev)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert np.array_equal(dev.host_kv(), host.kv)
+    assert np.abs(host.kv).sum() > 0          # the steps did write
+
+
+def test_device_arena_writes_only_the_decoded_slot(keyframe):
+    dev = DeviceArena(keyframe, 1, device="cpu", copier=HostCopier())
+    _drive(keyframe, dev, steps=1)
+    before = dev.host_kv()
+    slot = keyframe.text_len + keyframe.grid ** 2 + 1
+    keyframe.step(np.ones((1, 1), np.int64), np.full((1, 1), slot, np.int64), dev)
+    changed = np.nonzero((dev.host_kv() != before).any(axis=(0, 1, 2, 4)))[0]
+    assert changed.tolist() == [slot]
+
+
+def test_cuda_copier_copies_or_reports_the_cuda_error():
+    """Where a CUDA runtime exists, cudaMemcpy2D is called with the right signature: a host-to-host copy
+    either lands (a GPU is present) or fails with CUDA's error number (no device); without one, the
+    error says what to install."""
+    from hiergen.runtime import arena
+    try:
+        copier = arena.CudaCopier()
+    except RuntimeError as e:
+        assert "onnxruntime-gpu" in str(e) and "--backend cpu" in str(e)
+        return
+    src = np.arange(12, dtype=np.float32).reshape(3, 4)
+    dst = np.zeros((3, 6), np.float32)
+    try:
+        copier.copy2d(dst.ctypes.data + 8, 24, src.ctypes.data, 16, 16, 3, 0)     # 0 = cudaMemcpyHostToHost
+    except RuntimeError as e:
+        assert "CUDA error" in str(e)
+    else:
+        assert np.array_equal(dst[:, 2:], src) and not dst[:, :2].any()
