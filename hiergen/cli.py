@@ -144,7 +144,7 @@ def cmd_train(args) -> int:
     try:
         train_models(args.tokens, args.out, kinds, steps=args.steps, batch=args.batch, lr=args.lr,
                      seed=args.seed, restart=args.restart, backbone=args.backbone, fixed_rate=args.fixed_rate,
-                     text_dropout=args.text_dropout)
+                     text_dropout=args.text_dropout, random_backbone=args.random_backbone)
     except (TrainError, ValueError, OSError) as e:
         return _fail(str(e))
     return 0
@@ -420,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fixed-rate", type=int, default=None, metavar="FPS",
                    help="keyframe: windows at this one rate, anywhere in a clip, instead of the multi-rate "
                         "keyframe windows (16 = the frame-by-frame baseline of the ablation)")
+    s.add_argument("--random-backbone", action="store_true",
+                   help="keyframe/interp: start from random weights and train the whole model instead of building "
+                        "on the frozen t2i backbone (the ablation)")
     s.add_argument("--text-dropout", type=float, default=None,
                    help="share of text-free samples, for classifier-free guidance (default: the recipe's)")
     s.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start afresh")

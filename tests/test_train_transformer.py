@@ -90,3 +90,25 @@ def test_bad_setups_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match="unknown frame rate 3"):
         TOK.encode("a small red circle stays still", 3)
     assert not list(tmp_path.iterdir())
+
+
+def test_fixed_rate_and_random_backbone_variants(tmp_path):
+    """The ablation's models: a sequential model at one rate (frame-by-frame baseline) and a video model
+    trained whole from random weights, which owns its backbone instead of sharing the t2i one."""
+    clips = fake_clips()
+    r = Recipe(steps=4, batch=4, lr=3e-3, warmup=1, ckpt_every=4, eval_every=4)
+    t2i = train(Kind.T2I, CFG, clips, clips, tmp_path / "t2i", r, show_progress=False)
+    base = train(Kind.KEYFRAME, CFG, clips, clips, tmp_path / "fbf", Recipe(**{**vars(r), "fixed_rate": 16}),
+                 backbone=t2i, show_progress=False)
+    model = load_model(base, t2i)
+    assert torch.equal(model.blocks[0].base.qkv.weight, load_model(t2i).blocks[0].base.qkv.weight)
+    with pytest.raises(TrainError, match="fixed rate"):
+        train(Kind.INTERP, CFG, clips, clips, tmp_path / "bad", Recipe(**{**vars(r), "fixed_rate": 16}),
+              backbone=t2i, show_progress=False)
+
+    rand = train(Kind.KEYFRAME, CFG, clips, clips, tmp_path / "rand", Recipe(**{**vars(r), "pretrained_backbone": False}),
+                 show_progress=False)
+    owned = load_model(rand, t2i)        # the t2i backbone offered here must not replace its own
+    saved = ckpt.load(rand).model_state
+    assert torch.equal(owned.blocks[0].base.qkv.weight, saved["blocks.0.base.qkv.weight"])
+    assert not torch.equal(owned.blocks[0].base.qkv.weight, load_model(t2i).blocks[0].base.qkv.weight)

@@ -42,6 +42,7 @@ class Recipe:
     grad_clip: float = 1.0
     text_dropout: float = 0.1
     fixed_rate: int | None = None   # one rate, windows anywhere: the frame-by-frame baseline / one-rate ablation
+    pretrained_backbone: bool = True  # False: the ablation's video model, random-initialised and trained whole
     seed: int = 0
     ckpt_every: int = 200
     eval_every: int = 200
@@ -89,10 +90,11 @@ def check_setup(kind: Kind, cfg: ModelConfig, tok: TextTokenizer, clips: list[To
         raise TrainError(f"cannot train {kind.value}: " + "; ".join(problems))
 
 
-def build_model(kind: Kind, cfg: ModelConfig, backbone: str | os.PathLike | None) -> DualTransformer:
+def build_model(kind: Kind, cfg: ModelConfig, backbone: str | os.PathLike | None,
+                pretrained: bool = True) -> DualTransformer:
     model = DualTransformer(cfg, kind)
-    if kind == Kind.T2I:
-        return model
+    if kind == Kind.T2I or not pretrained:
+        return model                 # everything random and trainable
     if backbone is None:
         raise TrainError(f"{kind.value} training needs the trained backbone: pass --backbone t2i.safetensors "
                          "(train it first with `hiergen train t2i`)")
@@ -141,7 +143,7 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
     last, final = out / f"{kind.value}.last.safetensors", out / f"{kind.value}.safetensors"
 
     torch.manual_seed(recipe.seed)
-    model = build_model(kind, cfg, backbone).to(device)
+    model = build_model(kind, cfg, backbone, recipe.pretrained_backbone).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -154,7 +156,7 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
             raise TrainError(f"{last} was written with another recipe or config; pass --restart to start over "
                              "or use the same options")
         # A video checkpoint holds only what trains; the frozen backbone came from --backbone.
-        model.load_state_dict(c.model_state, strict=kind == Kind.T2I)
+        model.load_state_dict(c.model_state, strict=kind == Kind.T2I or not recipe.pretrained_backbone)
         opt.load_state_dict(c.extra["optimizer"])
         step, history = int(c.extra["step"]), c.extra["history"]
     if step == 0:
@@ -164,7 +166,8 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
 
     def save(path: Path, resumable: bool) -> None:
         """The resume point carries the optimiser; the final file only what inference needs."""
-        state = model.state_dict() if kind == Kind.T2I else model.video_state()
+        whole = kind == Kind.T2I or not recipe.pretrained_backbone
+        state = model.state_dict() if whole else model.video_state()
         extra = {"step": step, "history": history, "recipe": dataclasses.asdict(recipe), "vocab": list(tok.vocab)}
         if resumable:
             extra["optimizer"] = opt.state_dict()
@@ -211,6 +214,9 @@ def load_model(path: str | os.PathLike, backbone: str | os.PathLike | None = Non
     model = DualTransformer(c.config, kind)
     if kind == Kind.T2I:
         ckpt.load_model_state(model, c)
+        return model.eval()
+    if set(c.model_state) >= set(model.state_dict()):       # trained whole (the random-backbone ablation)
+        model.load_state_dict(c.model_state, strict=True)
         return model.eval()
     b = ckpt.load(backbone or Path(path).parent / "t2i.safetensors", ModelConfig, kind="t2i")
     model.load_state_dict({**b.model_state, **c.model_state}, strict=True)
