@@ -144,7 +144,7 @@ def cmd_train(args) -> int:
     try:
         train_models(args.tokens, args.out, kinds, steps=args.steps, batch=args.batch, lr=args.lr,
                      seed=args.seed, restart=args.restart, backbone=args.backbone, fixed_rate=args.fixed_rate,
-                     text_dropout=args.text_dropout, random_backbone=args.random_backbone)
+                     text_dropout=args.text_dropout, random_backbone=args.random_backbone, init=args.init)
     except (TrainError, ValueError, OSError) as e:
         return _fail(str(e))
     return 0
@@ -420,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fixed-rate", type=int, default=None, metavar="FPS",
                    help="keyframe: windows at this one rate, anywhere in a clip, instead of the multi-rate "
                         "keyframe windows (16 = the frame-by-frame baseline of the ablation)")
+    s.add_argument("--init", metavar="CKPT", help="warm start from this checkpoint of the same model (fresh optimiser "
+                                                  "and schedule): train a shipped model further")
     s.add_argument("--random-backbone", action="store_true",
                    help="keyframe/interp: start from random weights and train the whole model instead of building "
                         "on the frozen t2i backbone (the ablation)")

@@ -112,3 +112,14 @@ def test_fixed_rate_and_random_backbone_variants(tmp_path):
     saved = ckpt.load(rand).model_state
     assert torch.equal(owned.blocks[0].base.qkv.weight, saved["blocks.0.base.qkv.weight"])
     assert not torch.equal(owned.blocks[0].base.qkv.weight, load_model(t2i).blocks[0].base.qkv.weight)
+
+
+def test_warm_start_begins_where_the_checkpoint_ended(tmp_path):
+    clips = fake_clips()
+    r = Recipe(steps=4, batch=4, lr=3e-3, warmup=1, ckpt_every=4, eval_every=4)
+    t2i = train(Kind.T2I, CFG, clips, clips, tmp_path / "a", r, show_progress=False)
+    first = train(Kind.INTERP, CFG, clips, clips, tmp_path / "a", r, backbone=t2i, show_progress=False)
+    again = train(Kind.INTERP, CFG, clips, clips, tmp_path / "b", Recipe(**{**vars(r), "init_from": str(first)}),
+                  backbone=t2i, show_progress=False)
+    h_first, h_again = (ckpt.load(p).extra["history"] for p in (first, again))
+    assert h_again["val_loss"][0] == pytest.approx(h_first["val_loss"][-1])     # starts from the trained weights

@@ -44,7 +44,8 @@ def plot_history(history: dict, path: Path, title: str) -> Path:
 def train_models(tokens_dir: str, out: str, models: list[Kind], steps: int | None = None,
                  batch: int | None = None, lr: float | None = None, seed: int = 0,
                  restart: bool = False, backbone: str | None = None, fixed_rate: int | None = None,
-                 text_dropout: float | None = None, random_backbone: bool = False) -> list[Path]:
+                 text_dropout: float | None = None, random_backbone: bool = False,
+                 init: str | None = None) -> list[Path]:
     """Train `models` into `out`; the video models sit on `backbone` (default <out>/t2i.safetensors)."""
     from hiergen.training.tokenize import open_tokens
 
@@ -56,7 +57,7 @@ def train_models(tokens_dir: str, out: str, models: list[Kind], steps: int | Non
     done = []
     for kind in models:
         overrides = {k: v for k, v in (("steps", steps), ("batch", batch), ("lr", lr), ("fixed_rate", fixed_rate),
-                                       ("text_dropout", text_dropout)) if v is not None}
+                                       ("text_dropout", text_dropout), ("init_from", init)) if v is not None}
         if random_backbone:
             overrides["pretrained_backbone"] = False
         recipe = dataclasses.replace(RECIPES[kind], seed=seed, **overrides)

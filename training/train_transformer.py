@@ -43,6 +43,7 @@ class Recipe:
     text_dropout: float = 0.1
     fixed_rate: int | None = None   # one rate, windows anywhere: the frame-by-frame baseline / one-rate ablation
     pretrained_backbone: bool = True  # False: the ablation's video model, random-initialised and trained whole
+    init_from: str | None = None      # warm start: this checkpoint's weights, a fresh optimiser and schedule
     seed: int = 0
     ckpt_every: int = 200
     eval_every: int = 200
@@ -144,6 +145,11 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
 
     torch.manual_seed(recipe.seed)
     model = build_model(kind, cfg, backbone, recipe.pretrained_backbone).to(device)
+    if recipe.init_from:
+        warm = ckpt.load(recipe.init_from, ModelConfig, kind=kind.value)
+        if warm.config != cfg:
+            raise TrainError(f"--init {recipe.init_from} was trained with {warm.config}, not {cfg}")
+        model.load_state_dict(warm.model_state, strict=kind == Kind.T2I or not recipe.pretrained_backbone)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
