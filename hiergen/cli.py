@@ -93,17 +93,25 @@ def cmd_eval(args) -> int:
 
 
 def _eval_generated(args) -> int:
-    from hiergen.generated_eval import run_generated_eval
+    from hiergen.generated_eval import methods_for, run_generated_eval
     from hiergen.runtime.package import PackageError
     from hiergen.runtime.video import VideoError, check_writable
     if args.prompts < 1:
         return _fail(f"--prompts needs a positive number of prompts, got {args.prompts}")
+    if args.jobs is not None and args.jobs < 1:
+        return _fail(f"--jobs needs at least 1 worker process, got {args.jobs}")
     ablations = {}
     for a in args.ablation or []:
         name, sep, pkg = a.partition("=")
         if not sep or not name or not pkg:
             return _fail(f"--ablation takes NAME=PACKAGE, e.g. 'one fixed rate=out/fixed-rate'; got {a!r}")
+        if name in ablations:
+            return _fail(f"--ablation {name!r} is given twice ({ablations[name]}, {pkg}): give each its own name")
         ablations[name] = pkg
+    try:
+        methods_for(args.model, args.baseline, ablations)
+    except ValueError as e:
+        return _fail(str(e))
     try:
         for out in (args.json, args.markdown, args.plot, args.samples):
             if out:
@@ -245,6 +253,8 @@ def cmd_bench(args) -> int:
     from hiergen.runtime import bench
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if args.runs < 1:
+        return _fail(f"--runs needs at least 1 timed video per backend, got {args.runs}")
     try:
         for out in (args.json, args.markdown):
             if out:

@@ -39,10 +39,18 @@ class Method:
     overlap: int = 0            # 0: hierarchical; 1..4: frame-by-frame with this many given frames
 
 
+# Names the report gives its other entries: a method named so would overwrite them.
+REPORT_ENTRIES = ("ground truth (rendered)", "hierarchical, shuffled captions", "source")
+
+
 def methods_for(model: str | None, baseline: str | None, ablations: dict[str, str]) -> list[Method]:
     out = [Method("hierarchical", model)]
     if baseline:
         out += [Method("frame-by-frame (overlap 1)", baseline, 1), Method("frame-by-frame (overlap 2)", baseline, 2)]
+    taken = {m.name for m in out} | set(REPORT_ENTRIES)
+    if clash := [name for name in ablations if name in taken]:
+        raise ValueError(f"ablation name {clash[0]!r} is taken by the report (its entries: "
+                         f"{', '.join(sorted(taken))}): give the ablation another name")
     out += [Method(name, pkg) for name, pkg in ablations.items()]
     return out
 
