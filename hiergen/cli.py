@@ -109,15 +109,15 @@ def _eval_generated(args) -> int:
             return _fail(f"--ablation {name!r} is given twice ({ablations[name]}, {pkg}): give each its own name")
         ablations[name] = pkg
     try:
-        methods_for(args.model, args.baseline, ablations)
+        methods_for(args.model, args.baseline, ablations, args.true_keyframes)
     except ValueError as e:
         return _fail(str(e))
     try:
         for out in (args.json, args.markdown, args.plot, args.samples):
             if out:
                 check_writable(out)
-        return run_generated_eval(args.model, args.prompts, args.baseline, ablations, args.jobs, args.json,
-                                  args.markdown, args.plot, args.samples)
+        return run_generated_eval(args.model, args.prompts, args.baseline, ablations, args.jobs,
+                                  args.true_keyframes, args.json, args.markdown, args.plot, args.samples)
     except (PackageError, VideoError) as e:
         return _fail(str(e))
 
@@ -390,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "adds frame-by-frame generation with overlap 1 and 2")
     s.add_argument("--ablation", action="append", metavar="NAME=PACKAGE",
                    help="--prompts: another package to score with the hierarchical loop (repeatable)")
+    s.add_argument("--true-keyframes", action="store_true",
+                   help="--prompts: also interpolate each prompt's rendered keyframes (5 frames spread over the "
+                        "clip) with the package: scores the interpolation model alone")
     s.add_argument("--jobs", type=int, default=None, help="--prompts: worker processes (default: all cores)")
     s.add_argument("--samples", help="--prompts: write a contact sheet of the first 6 hierarchical videos here")
     s.add_argument("--split", choices=("train", "val", "test", "all"), default="all", help="split of --clips (default all)")

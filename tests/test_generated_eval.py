@@ -109,6 +109,20 @@ def test_frame_by_frame_video_through_onnx_runtime(monkeypatch):
     assert frames.shape == (9, 64, 64, 3) and frames.dtype == np.uint8 and fps == 16.0
 
 
+def test_true_keyframes_keep_the_rendered_keyframes(monkeypatch):
+    from hiergen.runtime.pipeline import Pipeline
+    from hiergen.synth import render
+    monkeypatch.setattr(generated_eval, "FRAMES", 9)
+    caption = "a large blue square moves up slowly"
+    method = generated_eval.methods_for(None, None, {}, true_keyframes=True)[1]
+    assert method.true_keyframes and method.name == generated_eval.TRUE_KEYFRAMES
+    frames, _ = generated_eval.make_video(method, caption, seed=3)
+    clip = render(caption, seed=3)
+    keys = clip.frames[np.round(np.linspace(0, clip.n_frames - 1, 5)).astype(int)]
+    codec = Pipeline.load(threads=1).codec
+    assert np.array_equal(frames[::2], codec.decode(codec.encode(keys)))     # the keyframes, through the VQ-VAE
+
+
 # ------------------------------------------------------------ CLI
 def test_cli_end_to_end(tmp_path, capsys):
     out_json, out_png = tmp_path / "g.json", tmp_path / "s.png"
