@@ -5,13 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hiergen-installed
 PROMPT ?= a large red circle moves right then up quickly
 
-.PHONY: setup demo test test-fast model clean help
+.PHONY: setup demo test test-fast model baseline eval bench clean help
 
 help:
 	@echo "make setup   create $(VENV) with hiergen[train,dev] (CPU torch 2.13.0 unless a GPU is present)"
 	@echo "make demo    set up, then generate PROMPT with the shipped model: out/demo.mp4, .gif, .png"
 	@echo "make test    set up, then run the test suite"
 	@echo "make model   retrain the default model from scratch: data, tokenizer, tokens, transformers"
+	@echo "make eval    score 200 held-out prompts: hierarchical vs frame-by-frame (docs/eval/generated.*)"
+	@echo "make bench   time ONNX Runtime against the PyTorch reference (docs/bench/cpu.*)"
 
 setup: $(STAMP)
 
@@ -47,6 +49,21 @@ model: $(STAMP)
 	$(BIN)/hiergen train keyframe --tokens data/tokens --out checkpoints/transformer --threads 1 & k=$$!; \
 	$(BIN)/hiergen train interp --tokens data/tokens --out checkpoints/transformer --threads 1 & i=$$!; \
 	wait $$k && wait $$i
+
+# The frame-by-frame baseline of the ablation: a sequential model at 16 fps only, on the same backbone.
+baseline: $(STAMP)
+	$(BIN)/hiergen train keyframe --fixed-rate 16 --tokens data/tokens --out checkpoints/baseline \
+	  --backbone checkpoints/transformer/t2i.safetensors --threads 1
+
+# The evaluation of generated videos (about 20 min on 2 CPU cores); needs only the shipped checkpoints.
+eval: $(STAMP)
+	$(BIN)/hiergen export --keyframe checkpoints/baseline/keyframe.safetensors --out out/baseline --force
+	$(BIN)/hiergen eval --prompts 200 --baseline out/baseline --true-keyframes --json docs/eval/generated.json \
+	  --markdown docs/eval/generated.md --plot docs/eval/generated_by_frame.png --samples docs/eval/generated_samples.png
+
+bench: $(STAMP)
+	mkdir -p docs/bench
+	$(BIN)/hiergen bench --runs 5 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -38,8 +38,27 @@ def mix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
+def _mix64_int(x: int) -> int:
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def _uniform_small(seed: int, streams, counter: int) -> np.ndarray:
+    """uniform() for a few streams and one counter in Python integers: the same bits, far fewer numpy calls."""
+    out = np.empty(len(streams), np.float64)
+    for i, st in enumerate(streams):
+        key = _mix64_int((seed + 0x9E3779B97F4A7C15 * (int(st) + 1)) & 0xFFFFFFFFFFFFFFFF)
+        out[i] = (_mix64_int(key ^ ((int(counter) * 0xD1B54A32D192ED69) & 0xFFFFFFFFFFFFFFFF)) >> 11) * 2.0 ** -53
+    return out
+
+
 def uniform(seed: int, stream, counter) -> np.ndarray:
     """Uniform draws in [0, 1) for broadcastable arrays of streams and counters."""
+    if np.ndim(counter) == 0 and np.ndim(stream) == 1 and len(stream) <= 64 and seed >= 0:
+        return _uniform_small(seed & 0xFFFFFFFFFFFFFFFF, stream, int(counter))      # a decode step's draws
     s = np.asarray(stream, dtype=np.uint64)
     c = np.asarray(counter, dtype=np.uint64)
     with np.errstate(over="ignore"):
@@ -77,9 +96,7 @@ def sample(logits: np.ndarray, u: np.ndarray, opts: SamplerOptions) -> np.ndarra
     if opts.greedy:
         return np.argmax(logits, axis=-1).astype(np.int64)
     z = logits.astype(np.float64) / opts.temperature
-    order = np.argsort(-z, axis=-1, kind="stable")
-    if opts.top_k:
-        order = order[:, :opts.top_k]
+    order = _top(z, opts.top_k)
     zk = np.take_along_axis(z, order, axis=-1)
     p = np.exp(zk - zk[:, :1])
     p /= p.sum(axis=-1, keepdims=True)
@@ -89,6 +106,19 @@ def sample(logits: np.ndarray, u: np.ndarray, opts: SamplerOptions) -> np.ndarra
     c = np.cumsum(p, axis=-1)
     idx = np.minimum((c <= (u * c[:, -1])[:, None]).sum(axis=-1), order.shape[1] - 1)
     return np.take_along_axis(order, idx[:, None], axis=-1)[:, 0].astype(np.int64)
+
+
+def _top(z: np.ndarray, k: int) -> np.ndarray:
+    """The first k columns of a stable descending argsort of z (B, V), without sorting all V."""
+    V = z.shape[-1]
+    if not k or k >= V:
+        return np.argsort(-z, axis=-1, kind="stable")
+    kth = -np.partition(-z, k - 1, axis=-1)[:, k - 1:k]             # the k-th largest value per row
+    greater, equal = z > kth, z == kth
+    room = k - greater.sum(axis=-1, keepdims=True)                  # ties at the k-th value: lowest indices first
+    chosen = greater | (equal & (np.cumsum(equal, axis=-1) <= room))
+    cand = np.nonzero(chosen)[1].reshape(len(z), k)                 # k per row, in index order
+    return np.take_along_axis(cand, np.argsort(-np.take_along_axis(z, cand, axis=-1), axis=-1, kind="stable"), -1)
 
 
 def guide(cond: np.ndarray, uncond: np.ndarray, scale: float) -> np.ndarray:

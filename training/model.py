@@ -75,6 +75,13 @@ class Attention(nn.Module):
         # q (B, H, Tq, hd), k/v (B, H, Tk, hd), mask (B, Tq, Tk) bool, True = may attend
         return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1)))
 
+    def explicit(self, q, k, v, bias) -> torch.Tensor:
+        """Attention written out (scaled scores + additive bias, softmax, weights @ v), as Attention.cached
+        does without a cache: ONNX Runtime runs it faster than the exported SDPA, whose decomposition also
+        guards fully masked rows against NaN (never needed here: every token sees itself)."""
+        p = torch.softmax((q * self.head_dim ** -0.5) @ k.transpose(-1, -2) + bias, dim=-1)
+        return self.merge(p @ v)
+
     def cached(self, q, k, v, k_cache, v_cache, bias_cache, bias_new) -> torch.Tensor:
         """Attention over a static cache (B, H, S, hd) plus the new keys, without joining them.
 
@@ -117,8 +124,10 @@ class Block(nn.Module):
     def forward(self, x, is_text, masks, cache_kv=None):
         """x (B, T, C); cache_kv: per channel (k, v) cached, or None.
 
-        masks per channel: without a cache a bool (B, T, T); with one the pair of
-        additive biases (over the cache, over the new tokens) of Attention.cached.
+        masks per channel: without a cache a bool (B, T, T) for SDPA, or an additive
+        bias (B, 1, T, T) for Attention.explicit (what the exported graphs run);
+        with a cache the pair of biases (over the cache, over the new tokens) of
+        Attention.cached.
 
         Returns the new x and the new tokens' keys/values per channel (k, v), each (B, H, T, hd).
         """
@@ -130,7 +139,8 @@ class Block(nn.Module):
             q, k, v = attn.heads(h)
             new_kv.append((k, v))
             if cache_kv is None:
-                out.append(attn(q, k, v, masks[i]))
+                m = masks[i]
+                out.append(attn(q, k, v, m) if m.dtype == torch.bool else attn.explicit(q, k, v, m))
             else:
                 out.append(attn.cached(q, k, v, *cache_kv[i], *masks[i]))
         if self.plus is None:
@@ -199,19 +209,24 @@ class DualTransformer(nn.Module):
             p.requires_grad_(not self.is_backbone(n))
 
     # ------------------------------------------------------------ forward
-    def embed(self, tokens: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens/codes (B, T) -> x (B, T, C), is_text (B, T)."""
+    def positions(self, codes: torch.Tensor) -> torch.Tensor:
+        """Position embeddings (..., C) of position codes: text positions, or image (+ temporal) positions."""
         pos = decode(codes, self.cfg)
         is_text = pos["text"]
-        t_ids = torch.where(is_text, tokens, torch.zeros_like(tokens))
-        i_ids = torch.where(is_text, torch.zeros_like(tokens), tokens)
         p_text = self.pos_text[torch.where(is_text, codes, torch.zeros_like(codes))]
         p_image = self.pos_image[pos["within"]]
         if self.pos_time is not None:
             p_image = p_image + self.pos_time[pos["frame"]]
-        text = self.tok_text(t_ids) + p_text
-        image = self.tok_image(i_ids) + p_image
-        return torch.where(is_text.unsqueeze(-1), text, image), is_text
+        return torch.where(is_text.unsqueeze(-1), p_text, p_image)
+
+    def embed(self, tokens: torch.Tensor, codes: torch.Tensor,
+              tables: "LookupTables | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens/codes (B, T) -> x (B, T, C), is_text (B, T). With `tables`, positions are looked up."""
+        is_text = codes < self.cfg.text_len
+        zero = torch.zeros_like(tokens)
+        tok = torch.where(is_text.unsqueeze(-1), self.tok_text(torch.where(is_text, tokens, zero)),
+                          self.tok_image(torch.where(is_text, zero, tokens)))
+        return tok + (tables.positions[codes] if tables is not None else self.positions(codes)), is_text
 
     def masks(self, q_codes: torch.Tensor, k_codes: torch.Tensor, valid: torch.Tensor | None = None):
         """Per layer (base, plus) masks (B, Tq, Tk); `valid` (B, Tk) drops keys not yet written."""
@@ -226,26 +241,34 @@ class DualTransformer(nn.Module):
             plus.append(m & valid.unsqueeze(1) if valid is not None else m)
         return [(base, plus[i % 2]) for i in range(self.cfg.n_layer)]
 
-    def forward(self, tokens: torch.Tensor, codes: torch.Tensor, cache: KVCache | None = None):
+    def forward(self, tokens: torch.Tensor, codes: torch.Tensor, cache: KVCache | None = None,
+                tables: "LookupTables | None" = None):
         """tokens, codes (B, T) int64 -> logits over image tokens (B, T, image_vocab), new KV.
 
         Without a cache the tokens attend among themselves (training, or a
-        prefill from scratch); with one see forward_cached.
+        prefill from scratch); with one see forward_cached. `tables`: masks and
+        positions looked up (the exported graphs), same values.
         """
         if cache is not None:
-            return self.forward_cached(tokens, codes, cache.layers())
-        x, is_text = self.embed(tokens, codes)
-        return self._run(x, is_text, self.masks(codes, codes), [None] * self.cfg.n_layer)
+            return self.forward_cached(tokens, codes, cache.layers(), tables)
+        x, is_text = self.embed(tokens, codes, tables)
+        masks = self.masks(codes, codes) if tables is None else tables.layer_masks(codes)
+        return self._run(x, is_text, masks, [None] * self.cfg.n_layer)
 
-    def forward_cached(self, tokens: torch.Tensor, codes: torch.Tensor, layer_caches: list):
+    def forward_cached(self, tokens: torch.Tensor, codes: torch.Tensor, layer_caches: list,
+                       tables: "LookupTables | None" = None):
         """Like forward, attending also to static caches: layer_caches as KVCache.layers().
 
         A cache slot is valid when some earlier step wrote it, i.e. visible by
-        the rules and not among the codes being written now.
+        the rules and not among the codes being written now. With `tables`
+        (the exported step graphs) masks and positions are looked up by code
+        instead of computed: the same values, far fewer graph nodes per step.
         """
-        x, is_text = self.embed(tokens, codes)
+        x, is_text = self.embed(tokens, codes, tables)
         slots = torch.arange(self.cfg.seq_len, device=codes.device).expand(codes.shape[0], -1)  # (B, L)
         writing = (slots.unsqueeze(1) == codes.unsqueeze(2)).any(dim=1)                        # (B, L)
+        if tables is not None:
+            return self._run(x, is_text, tables.layer_biases(codes, writing), layer_caches)
         biases: dict[int, torch.Tensor] = {}                  # one bias per distinct mask, shared by layers
 
         def bias(m):
@@ -262,6 +285,60 @@ class DualTransformer(nn.Module):
             x, kv = block(x, is_text, masks, ckv)
             new_kv.append(kv)
         return self.head(self.ln_f(x)), new_kv
+
+
+class LookupTables(nn.Module):
+    """A model's masks and position embeddings as tables indexed by position code (seq_len rows).
+
+    masks.py defines who sees whom as functions of codes; for the exported step
+    graphs those functions are evaluated once, here, for every (query, key)
+    pair of codes, and a step looks its rows up: a handful of Gathers instead of
+    ~150 integer and boolean nodes per step. Built from a trained model at
+    export time (the positions copy its parameters), never trained.
+    """
+
+    def __init__(self, model: "DualTransformer"):
+        super().__init__()
+        cfg = model.cfg
+        codes = torch.arange(cfg.seq_len).unsqueeze(0)
+        with torch.no_grad():
+            self.register_buffer("positions", model.positions(codes)[0].clone(), persistent=False)  # (seq_len, C)
+            self.layout: list[tuple[int, int | None]] = []                          # per layer: table index per channel
+            tables: list[torch.Tensor] = []
+            seen: dict[int, int] = {}
+            for pair in model.masks(codes, codes):
+                idx = []
+                for m in pair:
+                    if m is None:
+                        idx.append(None)
+                        continue
+                    if id(m) not in seen:
+                        seen[id(m)] = len(tables)
+                        tables.append(m[0])                                        # (seq_len, seq_len) bool
+                    idx.append(seen[id(m)])
+                self.layout.append(tuple(idx))
+        # bool, 1 byte per pair: a quarter of a float table in the package
+        self.register_buffer("visible", torch.stack(tables), persistent=False)     # (n_tables, seq_len, seq_len)
+
+    def _rows(self, codes: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per table: visibility of every cache slot (B, T, S) and of the new tokens (B, T, T) for queries `codes`."""
+        T = codes.shape[1]
+        out = []
+        for i in range(self.visible.shape[0]):
+            rows = self.visible[i][codes]
+            out.append((rows, rows.gather(-1, codes.unsqueeze(1).expand(-1, T, -1))))
+        return out
+
+    def layer_masks(self, codes: torch.Tensor) -> list:
+        """Per layer, per channel: the bias (B, 1, T, T) of DualTransformer.masks(codes, codes)."""
+        out = [mask_bias(new) for _, new in self._rows(codes)]
+        return [tuple(None if j is None else out[j] for j in idx) for idx in self.layout]
+
+    def layer_biases(self, codes: torch.Tensor, writing: torch.Tensor) -> list:
+        """Per layer, per channel: (bias over the cache (B, 1, T, S), bias over the new tokens (B, 1, T, T))."""
+        out = [(mask_bias(rows & ~writing.unsqueeze(1)), mask_bias(new))        # written slots only
+               for rows, new in self._rows(codes)]
+        return [tuple(None if j is None else out[j] for j in idx) for idx in self.layout]
 
 
 def shift_frames(frames: torch.Tensor, start_token: int) -> torch.Tensor:

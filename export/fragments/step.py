@@ -24,7 +24,7 @@ import torch
 
 from hiergen.config import Kind, ModelConfig
 from hiergen.export.fragments.contract import Contract, TensorSpec
-from hiergen.training.model import DualTransformer
+from hiergen.training.model import DualTransformer, LookupTables
 
 MAX_BATCH = 8      # 2 x 4 sequences with classifier-free guidance
 
@@ -70,6 +70,7 @@ class Graph(torch.nn.Module):
     def __init__(self, model: DualTransformer):
         super().__init__()
         self.model = model
+        self.tables = LookupTables(model)      # masks and positions by code: constants of the graph
 
     def forward(self, tokens, codes, *caches):
         per_layer = len(caches) // self.model.cfg.n_layer       # 2 (base) or 4 (base, plus)
@@ -77,7 +78,7 @@ class Graph(torch.nn.Module):
         for i in range(0, len(caches), per_layer):
             kv = caches[i:i + per_layer]
             layers.append(((kv[0], kv[1]), (kv[2], kv[3]) if per_layer == 4 else None))
-        logits, new_kv = self.model.forward_cached(tokens, codes, layers)     # (B, T, V)
+        logits, new_kv = self.model.forward_cached(tokens, codes, layers, self.tables)     # (B, T, V)
         return flatten(logits, new_kv)
 
 
@@ -85,9 +86,10 @@ class PrefillGraph(torch.nn.Module):
     def __init__(self, model: DualTransformer):
         super().__init__()
         self.model = model
+        self.tables = LookupTables(model)
 
     def forward(self, tokens, codes):
-        return flatten(*self.model(tokens, codes))
+        return flatten(*self.model(tokens, codes, tables=self.tables))
 
 
 def flatten(logits, new_kv) -> tuple:
