@@ -49,6 +49,9 @@ model: $(STAMP)
 	$(BIN)/hiergen train keyframe --tokens data/tokens --out checkpoints/transformer --threads 1 & k=$$!; \
 	$(BIN)/hiergen train interp --tokens data/tokens --out checkpoints/transformer --threads 1 & i=$$!; \
 	wait $$k && wait $$i
+	$(BIN)/hiergen train interp --init checkpoints/transformer/interp.safetensors --lr 5e-4 --tokens data/tokens \
+	  --out checkpoints/interp2 --backbone checkpoints/transformer/t2i.safetensors --threads 1
+	cp checkpoints/interp2/interp.safetensors checkpoints/transformer/interp.safetensors
 
 # The frame-by-frame baseline of the ablation: a sequential model at 16 fps only, on the same backbone.
 baseline: $(STAMP)

@@ -113,7 +113,11 @@ def _top(z: np.ndarray, k: int) -> np.ndarray:
     V = z.shape[-1]
     if not k or k >= V:
         return np.argsort(-z, axis=-1, kind="stable")
-    kth = -np.partition(-z, k - 1, axis=-1)[:, k - 1:k]             # the k-th largest value per row
+    part = np.argpartition(-z, k - 1, axis=-1)[:, :k]               # the k largest, ties at the edge arbitrary
+    zk = np.take_along_axis(z, part, axis=-1)
+    kth = zk.min(axis=-1, keepdims=True)
+    if ((z >= kth).sum(axis=-1) == k).all():                        # no tie at the k-th value: the set is exact
+        return np.take_along_axis(part, np.lexsort((part, -zk), axis=-1), -1)   # by value, then by index
     greater, equal = z > kth, z == kth
     room = k - greater.sum(axis=-1, keepdims=True)                  # ties at the k-th value: lowest indices first
     chosen = greater | (equal & (np.cumsum(equal, axis=-1) <= room))

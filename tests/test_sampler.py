@@ -67,3 +67,17 @@ def test_guidance_formula():
 def test_bad_options(kw, fragment):
     with pytest.raises(ValueError, match=fragment):
         SamplerOptions(**kw)
+
+
+def test_fast_paths_match_the_specification():
+    """The top-k shortcut equals a stable full argsort (ties included); the small-batch RNG equals the array one."""
+    from hiergen.runtime import sampler as S
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        B = int(rng.integers(1, 9))
+        z = np.round(rng.normal(size=(B, 512)) * rng.choice([1, 3, 50]), int(rng.integers(0, 3)))   # many ties
+        k = int(rng.choice([1, 2, 12, 100, 511]))
+        assert np.array_equal(S._top(z, k), np.argsort(-z, axis=-1, kind="stable")[:, :k])
+        seed, streams, counter = int(rng.integers(0, 2 ** 63)), rng.integers(0, 2 ** 20, B), int(rng.integers(0, 400))
+        slow = S.uniform(seed, streams[:, None], np.array([counter]))[:, 0]       # 2-D: the array path
+        assert np.array_equal(S.uniform(seed, streams, counter), slow)
