@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent("""
     path = train(Kind.T2I, CFG, fake_clips(), fake_clips(), {out!r},
                  Recipe(steps=6, batch=8, warmup=1, ckpt_every=3, eval_every=3), show_progress=False)
     # one write per rank: the two processes share stdout, and print() may interleave them mid-line
-    sys.stdout.write(f"rank {{dist.get_rank()}} world {{dist.get_world_size()}} backend {{dist.get_backend()}}\n")
+    sys.stdout.write(f"rank {{dist.get_rank()}} world {{dist.get_world_size()}} backend {{dist.get_backend()}}\\n")
     sys.stdout.flush()
 """)
 
