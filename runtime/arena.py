@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import glob
 import os
 from typing import Protocol
@@ -61,6 +62,12 @@ class CudaCopier:
             raise RuntimeError(f"cudaMemcpy2D failed with CUDA error {err}")
 
 
+@functools.lru_cache(maxsize=1)
+def cuda_copier() -> CudaCopier:
+    """One CudaCopier per process: the CUDA runtime is loaded once, not per generation stage."""
+    return CudaCopier()
+
+
 def _load_cudart() -> ctypes.CDLL:
     names = [ctypes.util.find_library("cudart"), "libcudart.so.12", "libcudart.so.13", "libcudart.so"]
     site = os.path.dirname(os.path.dirname(ort.__file__))
@@ -74,8 +81,9 @@ def _load_cudart() -> ctypes.CDLL:
                        "dependencies (pip install 'hiergen[gpu]') or use --backend cpu")
 
 
-def _shape(spec_shape: list, batch: int, new_tokens: int = 1) -> list[int]:
-    return [batch if d == "batch" else new_tokens if d == "new_tokens" else d for d in spec_shape]
+def _shape(spec_shape: list, batch: int) -> list[int]:
+    """A manifest shape for one decode step: `batch` sequences, one new token."""
+    return [batch if d == "batch" else 1 if d == "new_tokens" else d for d in spec_shape]
 
 
 def _runs(slots: np.ndarray) -> list[tuple[int, int, int]]:
@@ -99,7 +107,7 @@ class HostArena:
         self.logits = np.zeros((batch, 1, model.image_vocab), np.float32)
         self.tokens = np.zeros((batch, 1), np.int64)
         self.codes = np.zeros((batch, 1), np.int64)
-        self.slot_axis = 1 + model.slot_axis           # in kv, after the pair axis
+        self._lead = (slice(None),) * (1 + model.slot_axis)   # in kv and new: every axis before the slot axis
         io = model.sess.io_binding()
         for arr, name in ((self.tokens, model.tokens_name), (self.codes, model.codes_name)):
             _bind_host(io.bind_input, name, arr)
@@ -109,21 +117,26 @@ class HostArena:
             _bind_host(io.bind_output, new, self.new[i])
         self.io = io
 
+    def _at(self, slot) -> tuple:
+        return self._lead + (slot,)
+
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         self.tokens[...] = tokens
         self.codes[...] = codes
         self.model.sess.run_with_iobinding(self.io)
         self.written = True
-        self.kv[(slice(None),) * self.slot_axis + (int(codes[0, 0]),)] = \
-            self.new[(slice(None),) * self.slot_axis + (0,)]
+        self.kv[self._at(int(codes[0, 0]))] = self.new[self._at(0)]
         return self.logits
 
-    def past_feeds(self) -> dict[str, np.ndarray]:
-        return {past: self.kv[i] for i, (past, _) in enumerate(self.model.pairs)}
+    def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """A multi-token step over the arena (a prefill into a non-empty cache)."""
+        m = self.model
+        past = {name: self.kv[i] for i, (name, _) in enumerate(m.pairs)}
+        return sess.run(names, {m.tokens_name: tokens, m.codes_name: codes, **past})
 
     def store(self, slots: np.ndarray, new: list[np.ndarray]) -> None:
         """Host new keys/values of a prefill (one per pair, T on the slot axis) -> kv at `slots`."""
-        self.kv[(slice(None),) * self.slot_axis + (slots,)] = np.stack(new)
+        self.kv[self._at(slots)] = np.stack(new)
         self.written = True
 
 
@@ -132,10 +145,8 @@ class DeviceArena:
 
     def __init__(self, model, batch: int, device: str = "cuda", device_id: int = 0, copier: Copier | None = None):
         self.model, self.batch, self.written = model, batch, False
-        self.device, self.device_id = device, device_id
-        self.copier = copier or CudaCopier()
+        self.copier = copier or cuda_copier()
         past, new = _shape(model.past_shape, batch), _shape(model.new_shape, batch)
-        self.past_shape, self.new_shape = past, new
         self._host = [np.zeros(past, np.float32) for _ in model.pairs]     # on "cpu" the OrtValues wrap these
         self.kv = [ort.OrtValue.ortvalue_from_numpy(z, device, device_id) for z in self._host]
         self.new = [ort.OrtValue.ortvalue_from_shape_and_type(new, np.float32, device, device_id)

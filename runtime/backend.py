@@ -80,10 +80,8 @@ class OrtStepModel:
         names = [self.logits_name, *self.new_names]
         if not cache.written and self.prefill is not None:
             out = self.prefill.run(names, {self.tokens_name: tokens, self.codes_name: codes})
-        elif isinstance(cache, DeviceArena):
-            out = cache.run_past(self.sess, tokens, codes, names)
         else:
-            out = self.sess.run(names, {self.tokens_name: tokens, self.codes_name: codes, **cache.past_feeds()})
+            out = cache.run_past(self.sess, tokens, codes, names)
         cache.store(codes[0], out[1:])          # every sequence of a step writes the same slots
         return out[0]
 

@@ -197,10 +197,9 @@ def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
                  "decode_step_ms": 1000 * median(s["decode"]) if s["decode"] else None,
                  "prefill_ms": 1000 * median(s["prefill"]) if s["prefill"] else None,
                  "tokens_per_s": new_frames[stage] * P / wall}
-        if manifest:
-            nbytes = step_bytes(manifest, s["model"], s["batch"])
-            entry["bytes_per_step"] = nbytes
-            entry["bandwidth_bound_ms"] = 1000 * nbytes / bandwidth
+        nbytes = step_bytes(manifest, s["model"], s["batch"])
+        entry["bytes_per_step"] = nbytes
+        entry["bandwidth_bound_ms"] = 1000 * nbytes / bandwidth
         out[stage] = entry
     return {"device": report["device"], "video_latency_s": median(v["latency_s"] for v in videos),
             "latencies_s": [v["latency_s"] for v in videos], "stages": out, "peak_rss_mb": report["peak_rss_mb"],
