@@ -49,6 +49,11 @@ class ModelConfig:
         return self.text_len + self.n_frames * self.tokens_per_frame
 
     @property
+    def block_len(self) -> int:
+        """Slots of a frame-local cache (attention-base: text + one frame), exported step graphs only."""
+        return self.text_len + self.tokens_per_frame
+
+    @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 

@@ -1,13 +1,20 @@
 """KV-cache arenas: one per generation stage, preallocated, bound to the step graph through IO binding.
 
 Both arenas hold every past tensor of a step graph (the manifest's kv_cache
-pairs), bind them once, and after each step copy the step's new keys/values
-into them at the step's slots. No tensor grows and a decode step allocates
-nothing.
+pairs), bind them, and after each step copy the step's new keys/values into
+them at the step's slots. No tensor grows and a decode step allocates nothing.
 
-HostArena (CPU execution provider): one numpy block; ONNX Runtime reads the
+Two kinds of past tensor (export/fragments/step.py):
+- sequence tensors (attention-plus): one slot per position code;
+- frame-local tensors (attention-base, kv_cache.frame_local): one block per
+  frame, block_len = text_len + tokens_per_frame slots, the text's keys/values
+  (written into every block) followed by the frame's. A step is handed the
+  block of the frame it writes: when a decode step enters a new frame, the
+  arena rebinds those inputs (one pointer per tensor, no copy).
+
+HostArena (CPU execution provider): numpy blocks; ONNX Runtime reads the
     bound host memory in place, and the new keys/values land in bound host
-    buffers that numpy copies into the block.
+    buffers that numpy copies into the blocks.
 DeviceArena (CUDA / TensorRT execution providers): OrtValues in device memory
     that never leave the device; a decode step's new keys/values are bound
     device outputs, copied into the arena by one strided device-to-device copy
@@ -86,122 +93,231 @@ def _shape(spec_shape: list, batch: int) -> list[int]:
     return [batch if d == "batch" else 1 if d == "new_tokens" else d for d in spec_shape]
 
 
-def _runs(slots: np.ndarray) -> list[tuple[int, int, int]]:
-    """(first slot, index in slots, length) of each run of consecutive slots."""
+def _runs(slots: np.ndarray, src: np.ndarray | None = None) -> list[tuple[int, int, int]]:
+    """(first slot, first source index, length) of each run of consecutive slots whose source
+    indices (default: their index in slots) are consecutive too."""
+    src = np.arange(len(slots)) if src is None else src
     out, start = [], 0
     for i in range(1, len(slots) + 1):
-        if i == len(slots) or slots[i] != slots[i - 1] + 1:
-            out.append((int(slots[start]), start, i - start))
+        if i == len(slots) or slots[i] != slots[i - 1] + 1 or src[i] != src[i - 1] + 1:
+            out.append((int(slots[start]), int(src[start]), i - start))
             start = i
     return out
 
 
-class HostArena:
-    """Arena in host memory (CPU execution provider); kv is (n_pairs, *past shape), one contiguous tensor per pair."""
+class _Layout:
+    """Slot bookkeeping shared by both arenas: which pairs are frame-local, and where a code lands."""
 
     def __init__(self, model, batch: int):
         self.model, self.batch, self.written = model, batch, False
-        n = len(model.pairs)
-        self.kv = np.zeros((n, *_shape(model.past_shape, batch)), np.float32)
-        self.new = np.zeros((n, *_shape(model.new_shape, batch)), np.float32)
+        self.L, self.P = model.text_len, model.grid * model.grid
+        self.n_blocks = model.n_frames
+        self.local = [i for i, (past, _) in enumerate(model.pairs) if past in model.frame_local]
+        self.seq = [i for i in range(len(model.pairs)) if i not in self.local]
+        self.frame = 0                                  # the block bound to the frame-local inputs
+
+    def frame_of(self, codes: np.ndarray) -> int:
+        """The one frame the image codes of a step are in (the bound frame for a text-only step)."""
+        image = codes[codes >= self.L]
+        if not len(image):
+            return self.frame
+        frames = np.unique((image - self.L) // self.P)
+        if len(frames) > 1:
+            raise ValueError(f"a step through the step graph writes one frame; got frames {frames.tolist()} "
+                             "(split the step by frame, or use the prefill graph on an empty cache)")
+        return int(frames[0])
+
+    def placements(self, slots: np.ndarray) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+        """Where keys/values at `slots` go in the frame-local blocks: (blocks, block slots, indices into slots).
+        Text slots go to every block, an image slot to its frame's block."""
+        slots = np.asarray(slots)
+        idx = np.arange(len(slots))
+        text = slots < self.L
+        out = [(list(range(self.n_blocks)), slots[text], idx[text])] if text.any() else []
+        frames = (slots - self.L) // self.P
+        for f in np.unique(frames[~text]):
+            sel = ~text & (frames == f)
+            out.append(([int(f)], self.L + (slots[sel] - self.L) % self.P, idx[sel]))
+        return out
+
+    def full(self, seq: list[np.ndarray], blocks: list[list[np.ndarray]]) -> np.ndarray:
+        """(n_pairs, B, H, seq_len, hd): every pair in sequence layout (frame-local blocks reassembled)."""
+        out = [None] * len(self.model.pairs)
+        for i, arr in zip(self.seq, seq):
+            out[i] = arr
+        for i, per_frame in zip(self.local, blocks):
+            text = per_frame[0][:, :, :self.L]
+            out[i] = np.concatenate([text] + [b[:, :, self.L:] for b in per_frame], axis=2)
+        return np.stack(out)
+
+
+class HostArena(_Layout):
+    """Arena in host memory (CPU execution provider): sequence tensors (n_seq, *past shape) and
+    frame-local blocks (n_local, n_frames, *block shape), each one contiguous numpy array."""
+
+    def __init__(self, model, batch: int):
+        super().__init__(model, batch)
+        shapes = [_shape(model.past_shapes[past], batch) for past, _ in model.pairs]
+        new = _shape(model.new_shape, batch)
+        self.kv = np.zeros((len(self.seq), *(shapes[self.seq[0]] if self.seq else new)), np.float32)  # may be empty
+        self.blocks = np.zeros((len(self.local), self.n_blocks, *(shapes[self.local[0]] if self.local else new)),
+                               np.float32)
+        self.new_seq = np.zeros((len(self.seq), *new), np.float32)
+        self.new_local = np.zeros((len(self.local), *new), np.float32)
         self.logits = np.zeros((batch, 1, model.image_vocab), np.float32)
         self.tokens = np.zeros((batch, 1), np.int64)
         self.codes = np.zeros((batch, 1), np.int64)
-        self._lead = (slice(None),) * (1 + model.slot_axis)   # in kv and new: every axis before the slot axis
         io = model.sess.io_binding()
         for arr, name in ((self.tokens, model.tokens_name), (self.codes, model.codes_name)):
             _bind_host(io.bind_input, name, arr)
         _bind_host(io.bind_output, model.logits_name, self.logits)
-        for i, (past, new) in enumerate(model.pairs):
-            _bind_host(io.bind_input, past, self.kv[i])
-            _bind_host(io.bind_output, new, self.new[i])
+        for j, i in enumerate(self.seq):
+            _bind_host(io.bind_input, model.pairs[i][0], self.kv[j])
+            _bind_host(io.bind_output, model.pairs[i][1], self.new_seq[j])
+        for j, i in enumerate(self.local):
+            _bind_host(io.bind_output, model.pairs[i][1], self.new_local[j])
         self.io = io
+        self._bind_frame(0)
 
-    def _at(self, slot) -> tuple:
-        return self._lead + (slot,)
+    def _bind_frame(self, f: int) -> None:
+        for j, i in enumerate(self.local):
+            _bind_host(self.io.bind_input, self.model.pairs[i][0], self.blocks[j, f])
+        self.frame = f
 
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        code = int(codes[0, 0])
+        f = self.frame_of(codes[:1, 0])
+        if f != self.frame:
+            self._bind_frame(f)
         self.tokens[...] = tokens
         self.codes[...] = codes
         self.model.sess.run_with_iobinding(self.io)
         self.written = True
-        self.kv[self._at(int(codes[0, 0]))] = self.new[self._at(0)]
+        if self.seq:
+            self.kv[:, :, :, code] = self.new_seq[:, :, :, 0]
+        if code < self.L:
+            self.blocks[:, :, :, :, code] = self.new_local[:, None, :, :, 0]
+        else:
+            self.blocks[:, f, :, :, self.L + (code - self.L) % self.P] = self.new_local[:, :, :, 0]
         return self.logits
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
-        """A multi-token step over the arena (a prefill into a non-empty cache)."""
-        m = self.model
-        past = {name: self.kv[i] for i, (name, _) in enumerate(m.pairs)}
+        """A multi-token step over the arena (a prefill into a non-empty cache); its image tokens in one frame."""
+        m, f = self.model, self.frame_of(codes[0])
+        past = {m.pairs[i][0]: self.kv[j] for j, i in enumerate(self.seq)}
+        past.update({m.pairs[i][0]: self.blocks[j, f] for j, i in enumerate(self.local)})
         return sess.run(names, {m.tokens_name: tokens, m.codes_name: codes, **past})
 
     def store(self, slots: np.ndarray, new: list[np.ndarray]) -> None:
-        """Host new keys/values of a prefill (one per pair, T on the slot axis) -> kv at `slots`."""
-        self.kv[self._at(slots)] = np.stack(new)
+        """Host new keys/values of a prefill (one per pair, T on the slot axis) -> the arena at `slots`."""
+        if self.seq:
+            self.kv[:, :, :, slots] = np.stack([new[i] for i in self.seq])
+        if self.local:
+            local = np.stack([new[i] for i in self.local])
+            for frames, at, idx in self.placements(slots):
+                for f in frames:
+                    self.blocks[:, f][:, :, :, at] = local[:, :, :, idx]      # (a view: basic index first)
         self.written = True
 
+    def host_kv(self) -> np.ndarray:
+        """Every pair in sequence layout, (n_pairs, B, H, seq_len, hd): for tests and debugging."""
+        return self.full(list(self.kv), [list(b) for b in self.blocks])
 
-class DeviceArena:
+
+class DeviceArena(_Layout):
     """Arena in device memory (CUDA / TensorRT execution providers); see the module docstring."""
 
     def __init__(self, model, batch: int, device: str = "cuda", device_id: int = 0, copier: Copier | None = None):
-        self.model, self.batch, self.written = model, batch, False
+        super().__init__(model, batch)
         self.copier = copier or cuda_copier()
-        past, new = _shape(model.past_shape, batch), _shape(model.new_shape, batch)
-        self._host = [np.zeros(past, np.float32) for _ in model.pairs]     # on "cpu" the OrtValues wrap these
-        self.kv = [ort.OrtValue.ortvalue_from_numpy(z, device, device_id) for z in self._host]
+        new = _shape(model.new_shape, batch)
+        self._host = {}                                                 # on "cpu" the OrtValues wrap these
+
+        def zeros(past: str):
+            z = np.zeros(_shape(model.past_shapes[past], batch), np.float32)
+            self._host[id(z)] = z
+            return ort.OrtValue.ortvalue_from_numpy(z, device, device_id)
+        self.kv = [zeros(model.pairs[i][0]) for i in self.seq]
+        self.blocks = [[zeros(model.pairs[i][0]) for _ in range(self.n_blocks)] for i in self.local]
         self.new = [ort.OrtValue.ortvalue_from_shape_and_type(new, np.float32, device, device_id)
                     for _ in model.pairs]
         self.logits = np.zeros((batch, 1, model.image_vocab), np.float32)
         io = model.sess.io_binding()
         _bind_host(io.bind_output, model.logits_name, self.logits)          # logits come back to the host
-        for (past_name, new_name), kv, nv in zip(model.pairs, self.kv, self.new):
-            io.bind_ortvalue_input(past_name, kv)
+        for j, i in enumerate(self.seq):
+            io.bind_ortvalue_input(model.pairs[i][0], self.kv[j])
+        for (_, new_name), nv in zip(model.pairs, self.new):
             io.bind_ortvalue_output(new_name, nv)
         self.io = io
-        a = model.slot_axis
-        self.rows = int(np.prod(past[:a]))                  # B * n_head: one row per (sequence, head)
-        self.item = int(np.prod(past[a + 1:])) * 4          # bytes of one slot (head_dim floats)
-        self.slots = past[a]
+        self._bind_frame(0)
+        shape = _shape(model.new_shape, batch)
+        self.rows = shape[0] * shape[1]                     # B * n_head: one row per (sequence, head)
+        self.item = shape[3] * 4                            # bytes of one slot (head_dim floats)
+        self.n_slots = {i: model.past_shapes[model.pairs[i][0]][2] for i in range(len(model.pairs))}
+
+    def _bind_frame(self, f: int) -> None:
+        for j, i in enumerate(self.local):
+            self.io.bind_ortvalue_input(self.model.pairs[i][0], self.blocks[j][f])
+        self.frame = f
+
+    def _copy(self, i: int, dst, slot: int, src: int, src_slot: int, src_slots: int, n: int, kind: int) -> None:
+        """n consecutive slots of pair i: src (src_slots per row, from src_slot) -> dst (from slot)."""
+        self.copier.copy2d(dst.data_ptr() + slot * self.item, self.n_slots[i] * self.item,
+                           src + src_slot * self.item, src_slots * self.item, n * self.item, self.rows, kind)
 
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         m = self.model
+        code = int(codes[0, 0])
+        f = self.frame_of(codes[:1, 0])
+        if f != self.frame:
+            self._bind_frame(f)
         self.io.bind_cpu_input(m.tokens_name, np.ascontiguousarray(tokens))   # copied up at bind time
         self.io.bind_cpu_input(m.codes_name, np.ascontiguousarray(codes))
         m.sess.run_with_iobinding(self.io)
         self.io.synchronize_outputs()
         self.written = True
-        slot = int(codes[0, 0])
-        for kv, nv in zip(self.kv, self.new):
-            self.copier.copy2d(kv.data_ptr() + slot * self.item, self.slots * self.item, nv.data_ptr(),
-                               self.item, self.item, self.rows, DEVICE_TO_DEVICE)
+        for j, i in enumerate(self.seq):
+            self._copy(i, self.kv[j], code, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE)
+        for j, i in enumerate(self.local):
+            for frames, at, _ in self.placements(np.array([code])):
+                for g in frames:
+                    self._copy(i, self.blocks[j][g], int(at[0]), self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE)
         return self.logits
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """A multi-token step over the arena (a prefill into a non-empty cache): outputs come back to the host."""
+        m, f = self.model, self.frame_of(codes[0])
         io = sess.io_binding()
-        io.bind_cpu_input(self.model.tokens_name, np.ascontiguousarray(tokens))
-        io.bind_cpu_input(self.model.codes_name, np.ascontiguousarray(codes))
-        for (past_name, _), kv in zip(self.model.pairs, self.kv):
-            io.bind_ortvalue_input(past_name, kv)
+        io.bind_cpu_input(m.tokens_name, np.ascontiguousarray(tokens))
+        io.bind_cpu_input(m.codes_name, np.ascontiguousarray(codes))
+        for j, i in enumerate(self.seq):
+            io.bind_ortvalue_input(m.pairs[i][0], self.kv[j])
+        for j, i in enumerate(self.local):
+            io.bind_ortvalue_input(m.pairs[i][0], self.blocks[j][f])
         for n in names:
             io.bind_output(n, "cpu")
         sess.run_with_iobinding(io)
         return io.copy_outputs_to_cpu()
 
     def store(self, slots: np.ndarray, new: list[np.ndarray]) -> None:
-        """Host new keys/values of a prefill (one per pair, T on the slot axis) -> device kv at `slots`."""
-        for kv, arr in zip(self.kv, new):
-            arr = np.ascontiguousarray(arr, np.float32)
-            T = arr.shape[self.model.slot_axis]
-            for first, j, n in _runs(np.asarray(slots)):
-                self.copier.copy2d(kv.data_ptr() + first * self.item, self.slots * self.item,
-                                   arr.ctypes.data + j * self.item, T * self.item, n * self.item, self.rows,
-                                   HOST_TO_DEVICE)
+        """Host new keys/values of a prefill (one per pair, T on the slot axis) -> device arena at `slots`."""
+        slots = np.asarray(slots)
+        T = len(slots)
+        for j, i in enumerate(self.seq):
+            arr = np.ascontiguousarray(new[i], np.float32)
+            for first, at, n in _runs(slots):
+                self._copy(i, self.kv[j], first, arr.ctypes.data, at, T, n, HOST_TO_DEVICE)
+        for j, i in enumerate(self.local):
+            arr = np.ascontiguousarray(new[i], np.float32)
+            for frames, at, idx in self.placements(slots):
+                for first, src, n in _runs(at, idx):
+                    for g in frames:
+                        self._copy(i, self.blocks[j][g], first, arr.ctypes.data, src, T, n, HOST_TO_DEVICE)
         self.written = True
 
     def host_kv(self) -> np.ndarray:
-        """The arena copied to the host, (n_pairs, *past shape): for tests and debugging."""
-        return np.stack([kv.numpy() for kv in self.kv])
+        """The arena copied to the host, every pair in sequence layout (n_pairs, B, H, seq_len, hd)."""
+        return self.full([kv.numpy() for kv in self.kv], [[b.numpy() for b in per] for per in self.blocks])
 
 
 def _bind_host(bind, name: str, arr: np.ndarray) -> None:

@@ -62,11 +62,16 @@ class OrtStepModel:
         self.tokens_name, self.codes_name = spec["inputs"][0]["name"], spec["inputs"][1]["name"]
         self.logits_name = spec["outputs"][0]["name"]
         self.pairs = [tuple(p) for p in spec["kv_cache"]["pairs"]]
-        self.slot_axis = spec["kv_cache"]["slot_axis"]
+        if spec["kv_cache"]["slot_axis"] != 2:
+            raise BackendError(f"{name}: the arenas hold caches as (batch, heads, slots, head_dim); "
+                               "this package puts slots elsewhere: re-export it with this hiergen")
+        self.frame_local = set(spec["kv_cache"]["frame_local"])
         shapes = {t["name"]: t["shape"] for t in spec["inputs"] + spec["outputs"]}
-        self.past_shape, self.new_shape = shapes[self.pairs[0][0]], shapes[self.pairs[0][1]]
+        self.past_shapes = {past: shapes[past] for past, _ in self.pairs}
+        self.new_shape = shapes[self.pairs[0][1]]
         self.new_names = [new for _, new in self.pairs]
         self.text_len, self.grid, self.image_vocab = cfg["text_len"], cfg["grid"], cfg["image_vocab"]
+        self.n_frames = cfg["n_frames"]
         # The arena lives where the graph runs: host memory for the CPU provider, device memory otherwise.
         self.on_device = self.sess.get_providers()[0] != "CPUExecutionProvider"
 

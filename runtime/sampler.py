@@ -95,9 +95,12 @@ def sample(logits: np.ndarray, u: np.ndarray, opts: SamplerOptions) -> np.ndarra
     logits = np.asarray(logits)
     if opts.greedy:
         return np.argmax(logits, axis=-1).astype(np.int64)
-    z = logits.astype(np.float64) / opts.temperature
-    order = _top(z, opts.top_k)
-    zk = np.take_along_axis(z, order, axis=-1)
+    z = logits.astype(np.float64)
+    if opts.temperature != 1.0:
+        z /= opts.temperature
+    rows = np.arange(len(z))[:, None]             # plain row indexing: take_along_axis costs more at B <= 8
+    order = _top(z, opts.top_k, rows)
+    zk = z[rows, order]
     p = np.exp(zk - zk[:, :1])
     p /= p.sum(axis=-1, keepdims=True)
     if opts.top_p < 1.0:
@@ -105,24 +108,25 @@ def sample(logits: np.ndarray, u: np.ndarray, opts: SamplerOptions) -> np.ndarra
         p = np.where(before < opts.top_p, p, 0.0)
     c = np.cumsum(p, axis=-1)
     idx = np.minimum((c <= (u * c[:, -1])[:, None]).sum(axis=-1), order.shape[1] - 1)
-    return np.take_along_axis(order, idx[:, None], axis=-1)[:, 0].astype(np.int64)
+    return order[rows[:, 0], idx].astype(np.int64)
 
 
-def _top(z: np.ndarray, k: int) -> np.ndarray:
+def _top(z: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
     """The first k columns of a stable descending argsort of z (B, V), without sorting all V."""
     V = z.shape[-1]
+    rows = np.arange(len(z))[:, None] if rows is None else rows
     if not k or k >= V:
         return np.argsort(-z, axis=-1, kind="stable")
-    part = np.argpartition(-z, k - 1, axis=-1)[:, :k]               # the k largest, ties at the edge arbitrary
-    zk = np.take_along_axis(z, part, axis=-1)
+    part = np.argpartition(z, V - k, axis=-1)[:, V - k:]           # the k largest, ties at the edge arbitrary
+    zk = z[rows, part]
     kth = zk.min(axis=-1, keepdims=True)
-    if ((z >= kth).sum(axis=-1) == k).all():                        # no tie at the k-th value: the set is exact
-        return np.take_along_axis(part, np.lexsort((part, -zk), axis=-1), -1)   # by value, then by index
+    if np.count_nonzero(z >= kth) == k * len(z):                   # no tie at the k-th value: the set is exact
+        return part[rows, np.lexsort((part, -zk), axis=-1)]        # by value, then by index
     greater, equal = z > kth, z == kth
     room = k - greater.sum(axis=-1, keepdims=True)                  # ties at the k-th value: lowest indices first
     chosen = greater | (equal & (np.cumsum(equal, axis=-1) <= room))
     cand = np.nonzero(chosen)[1].reshape(len(z), k)                 # k per row, in index order
-    return np.take_along_axis(cand, np.argsort(-np.take_along_axis(z, cand, axis=-1), axis=-1, kind="stable"), -1)
+    return cand[rows, np.argsort(-z[rows, cand], axis=-1, kind="stable")]
 
 
 def guide(cond: np.ndarray, uncond: np.ndarray, scale: float) -> np.ndarray:

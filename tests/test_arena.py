@@ -17,6 +17,8 @@ def keyframe():
 def test_runs_of_consecutive_slots():
     assert _runs(np.array([0, 1, 2, 7, 8, 20])) == [(0, 0, 3), (7, 3, 2), (20, 5, 1)]
     assert _runs(np.array([5])) == [(5, 0, 1)]
+    # a run also needs consecutive sources
+    assert _runs(np.array([3, 4, 5]), np.array([0, 1, 7])) == [(3, 0, 2), (5, 7, 1)]
 
 
 def _drive(model, arena, steps=6):
@@ -41,8 +43,8 @@ def test_device_arena_matches_the_host_arena(keyframe):
     dev = DeviceArena(keyframe, 2, device="cpu", copier=HostCopier())
     a, b = _drive(keyframe, host), _drive(keyframe, dev)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert np.array_equal(dev.host_kv(), host.kv)
-    assert np.abs(host.kv).sum() > 0          # the steps did write
+    assert np.array_equal(dev.host_kv(), host.host_kv())
+    assert np.abs(host.host_kv()).sum() > 0          # the steps did write
 
 
 def test_device_arena_writes_only_the_decoded_slot(keyframe):
@@ -53,6 +55,34 @@ def test_device_arena_writes_only_the_decoded_slot(keyframe):
     keyframe.step(np.ones((1, 1), np.int64), np.full((1, 1), slot, np.int64), dev)
     changed = np.nonzero((dev.host_kv() != before).any(axis=(0, 1, 2, 4)))[0]
     assert changed.tolist() == [slot]
+
+
+def test_attention_base_blocks_hold_the_text_and_one_frame_each(keyframe):
+    """Frame-local attention-base: the text in every frame's block, each frame's keys/values in its own."""
+    host = HostArena(keyframe, 2)
+    steps = 6
+    _drive(keyframe, host, steps=steps)                 # text + frame 1 prefilled, then frame 2 decoded
+    L = keyframe.text_len
+    blocks = host.blocks                                # (n_local, n_frames, B, H, block_len, hd)
+    assert blocks.shape[1] == keyframe.n_frames and blocks.shape[4] == L + keyframe.grid ** 2
+    assert np.abs(blocks[:, 0, :, :, :L]).sum() > 0
+    assert all(np.array_equal(blocks[:, 0, :, :, :L], blocks[:, f, :, :, :L]) for f in range(keyframe.n_frames))
+    written = np.abs(blocks[..., L:, :]).sum(axis=(0, 2, 3, 5)) > 0     # (n_frames, slots of a frame)
+    assert written[0].all()                             # frame 1: the prefill
+    assert written[1].tolist() == [True] * steps + [False] * (keyframe.grid ** 2 - steps)
+    assert not written[2:].any()
+    assert host.frame == 1                              # the block bound for the steps of frame 2
+
+
+@pytest.mark.parametrize("arena", ["host", "device"])
+def test_a_step_through_the_step_graph_writes_one_frame(keyframe, arena):
+    cache = HostArena(keyframe, 1) if arena == "host" else DeviceArena(keyframe, 1, device="cpu", copier=HostCopier())
+    L, P = keyframe.text_len, keyframe.grid ** 2
+    codes = np.concatenate([np.arange(L), L + np.arange(2 * P)])[None]     # text, frames 1 and 2
+    tokens = np.ones_like(codes)
+    keyframe.step(tokens[:, :L], codes[:, :L], cache)   # the text (through the prefill graph)
+    with pytest.raises(ValueError, match="one frame"):
+        keyframe.step(tokens[:, L:], codes[:, L:], cache)
 
 
 def test_cuda_copier_copies_or_reports_the_cuda_error():

@@ -96,9 +96,16 @@ def test_step_bytes_is_weights_plus_the_kv_arena(manifest, model):
     b1, b2, b5 = (bench.step_bytes(manifest, model, b) for b in (1, 2, 5))
     assert b5 - b2 == 3 * (b2 - b1) > 0
     assert bench.step_bytes(manifest, model, 0) == weights
-    # the models with the extra attention channel carry twice the t2i arena
-    per_seq = arena_bytes(manifest["fragments"]["t2i_step"], 1)
-    assert arena_bytes(spec, 1) == per_seq * (1 if model == "t2i" else 2)
+    # attention-base reads a frame-local block (text + one frame), attention-plus every slot
+    cfg = manifest["model_config"]
+    block, seq = cfg["text_len"] + cfg["grid"] ** 2, cfg["text_len"] + cfg["n_frames"] * cfg["grid"] ** 2
+    inputs = {t["name"]: t for t in spec["inputs"]}
+    local = set(spec["kv_cache"]["frame_local"])
+    for past, _ in spec["kv_cache"]["pairs"]:
+        assert ("_base_" in past) == (past in local)
+        assert inputs[past]["shape"][2] == (block if past in local else seq)
+    t2i = arena_bytes(manifest["fragments"]["t2i_step"], 1)
+    assert arena_bytes(spec, 1) == t2i * (1 if model == "t2i" else 1 + seq / block)
 
 
 def test_step_bytes_adds_the_fragments_weight_bytes(manifest):

@@ -262,13 +262,14 @@ class DualTransformer(nn.Module):
         A cache slot is valid when some earlier step wrote it, i.e. visible by
         the rules and not among the codes being written now. With `tables`
         (the exported step graphs) masks and positions are looked up by code
-        instead of computed: the same values, far fewer graph nodes per step.
+        instead of computed: the same values, far fewer graph nodes per step;
+        and attention-base reads a frame-local cache (LookupTables).
         """
         x, is_text = self.embed(tokens, codes, tables)
+        if tables is not None:
+            return self._run(x, is_text, tables.layer_biases(codes), layer_caches)
         slots = torch.arange(self.cfg.seq_len, device=codes.device).expand(codes.shape[0], -1)  # (B, L)
         writing = (slots.unsqueeze(1) == codes.unsqueeze(2)).any(dim=1)                        # (B, L)
-        if tables is not None:
-            return self._run(x, is_text, tables.layer_biases(codes, writing), layer_caches)
         biases: dict[int, torch.Tensor] = {}                  # one bias per distinct mask, shared by layers
 
         def bias(m):
@@ -295,18 +296,28 @@ class LookupTables(nn.Module):
     pair of codes, and a step looks its rows up: a handful of Gathers instead of
     ~150 integer and boolean nodes per step. Built from a trained model at
     export time (the positions copy its parameters), never trained.
+
+    Frame-local attention-base: an image token sees in attention-base only the
+    text and its own frame (masks.py), so a step graph reads attention-base
+    from a block of block_len = text_len + tokens_per_frame slots, the text's
+    keys/values followed by those of the frame its new tokens are in (block
+    slot of a code: the code for text, text_len + index in frame for an image
+    token), instead of all seq_len slots. The runtime keeps one block per frame
+    (the text in each) and hands the step the block of the frame it writes;
+    every new token of a cached step is therefore text or in one frame.
     """
 
     def __init__(self, model: "DualTransformer"):
         super().__init__()
         cfg = model.cfg
-        codes = torch.arange(cfg.seq_len).unsqueeze(0)
+        L, P = cfg.text_len, cfg.tokens_per_frame
+        codes = torch.arange(cfg.seq_len)
         with torch.no_grad():
-            self.register_buffer("positions", model.positions(codes)[0].clone(), persistent=False)  # (seq_len, C)
+            self.register_buffer("positions", model.positions(codes[None])[0].clone(), persistent=False)  # (seq_len, C)
             self.layout: list[tuple[int, int | None]] = []                          # per layer: table index per channel
             tables: list[torch.Tensor] = []
             seen: dict[int, int] = {}
-            for pair in model.masks(codes, codes):
+            for pair in model.masks(codes[None], codes[None]):
                 idx = []
                 for m in pair:
                     if m is None:
@@ -317,27 +328,50 @@ class LookupTables(nn.Module):
                         tables.append(m[0])                                        # (seq_len, seq_len) bool
                     idx.append(seen[id(m)])
                 self.layout.append(tuple(idx))
+            block_slot = torch.where(codes < L, codes, L + (codes - L) % P)         # (seq_len,)
+            frame = torch.clamp(codes - L, min=0) // P
+            # block_codes[q, j]: the code held by slot j of query q's block (its own frame's block)
+            j = torch.arange(cfg.block_len)
+            block_codes = torch.where(j < L, j, L + frame[:, None] * P + (j - L))
+            base = tables[self.layout[0][0]]
+            outside = base & ~((codes[None] < L) | (frame[:, None] == frame[None]))
+            assert not outside.any(), "attention-base sees outside the text and its own frame: no frame-local cache"
+            base_block = base.gather(1, block_codes)                               # (seq_len, block_len)
         # bool, 1 byte per pair: a quarter of a float table in the package
         self.register_buffer("visible", torch.stack(tables), persistent=False)     # (n_tables, seq_len, seq_len)
-
-    def _rows(self, codes: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per table: visibility of every cache slot (B, T, S) and of the new tokens (B, T, T) for queries `codes`."""
-        T = codes.shape[1]
-        out = []
-        for i in range(self.visible.shape[0]):
-            rows = self.visible[i][codes]
-            out.append((rows, rows.gather(-1, codes.unsqueeze(1).expand(-1, T, -1))))
-        return out
+        self.register_buffer("base_block", base_block, persistent=False)
+        self.register_buffer("block_slot", block_slot, persistent=False)
+        self.register_buffer("seq_slots", codes, persistent=False)
+        self.register_buffer("block_slots", j, persistent=False)
+        assert all(i[0] == self.layout[0][0] for i in self.layout), "one attention-base mask for every layer"
 
     def layer_masks(self, codes: torch.Tensor) -> list:
         """Per layer, per channel: the bias (B, 1, T, T) of DualTransformer.masks(codes, codes)."""
-        out = [mask_bias(new) for _, new in self._rows(codes)]
+        T = codes.shape[1]
+        out = []
+        for i in range(self.visible.shape[0]):
+            new = self.visible[i][codes].gather(-1, codes.unsqueeze(1).expand(-1, T, -1))
+            out.append(mask_bias(new))
         return [tuple(None if j is None else out[j] for j in idx) for idx in self.layout]
 
-    def layer_biases(self, codes: torch.Tensor, writing: torch.Tensor) -> list:
-        """Per layer, per channel: (bias over the cache (B, 1, T, S), bias over the new tokens (B, 1, T, T))."""
-        out = [(mask_bias(rows & ~writing.unsqueeze(1)), mask_bias(new))        # written slots only
-               for rows, new in self._rows(codes)]
+    def layer_biases(self, codes: torch.Tensor) -> list:
+        """Per layer, per channel: (bias over the cache (B, 1, T, S), bias over the new tokens (B, 1, T, T)).
+
+        Attention-base's cache is the frame-local block (S = block_len), attention-plus's the
+        whole sequence (S = seq_len); slots the step writes are not valid in its cache.
+        """
+        T = codes.shape[1]
+        slot = self.block_slot[codes]                                              # (B, T)
+        rows = self.base_block[codes]                                              # (B, T, block_len)
+        writing = (self.block_slots.view(1, 1, -1) == slot.unsqueeze(2)).any(dim=1)
+        base = (mask_bias(rows & ~writing.unsqueeze(1)),
+                mask_bias(rows.gather(-1, slot.unsqueeze(1).expand(-1, T, -1))))
+        out = {self.layout[0][0]: base}
+        writing = (self.seq_slots.view(1, 1, -1) == codes.unsqueeze(2)).any(dim=1)
+        for i in {idx[1] for idx in self.layout if idx[1] is not None}:
+            rows = self.visible[i][codes]
+            out[i] = (mask_bias(rows & ~writing.unsqueeze(1)),
+                      mask_bias(rows.gather(-1, codes.unsqueeze(1).expand(-1, T, -1))))
         return [tuple(None if j is None else out[j] for j in idx) for idx in self.layout]
 
 

@@ -34,7 +34,8 @@ class Contract:
     are >= 2 so the exporter cannot specialise an axis to 0/1.
     kv_cache: (past input, new output) pairs of a step graph: the runtime keeps
     each past tensor in its arena and writes the paired output into it at the
-    step's slots along kv_slot_axis.
+    step's slots along kv_slot_axis; kv_frame_local: the past inputs that hold
+    one frame's block (text slots, then the frame's) instead of every slot.
     """
     name: str
     inputs: tuple[TensorSpec, ...]
@@ -43,6 +44,7 @@ class Contract:
     sample_axes: dict[str, int] = field(default_factory=dict)
     kv_cache: tuple[tuple[str, str], ...] = ()
     kv_slot_axis: int = 2
+    kv_frame_local: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for spec in self.inputs + self.outputs:
@@ -55,6 +57,8 @@ class Contract:
         for past, new in self.kv_cache:
             if past not in self.input_names or new not in self.output_names:
                 raise ValueError(f"{self.name}: kv_cache pair ({past}, {new}) names no input/output")
+        if not set(self.kv_frame_local) <= {past for past, _ in self.kv_cache}:
+            raise ValueError(f"{self.name}: kv_frame_local names a tensor that is not a kv_cache past input")
 
     @property
     def input_names(self) -> list[str]:
@@ -80,7 +84,8 @@ class Contract:
         d = {"inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
              "profiles": self.profiles()}
         if self.kv_cache:
-            d["kv_cache"] = {"pairs": [list(p) for p in self.kv_cache], "slot_axis": self.kv_slot_axis}
+            d["kv_cache"] = {"pairs": [list(p) for p in self.kv_cache], "slot_axis": self.kv_slot_axis,
+                             "frame_local": list(self.kv_frame_local)}
         return d
 
 

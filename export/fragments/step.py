@@ -1,13 +1,19 @@
 """t2i_step, keyframe_step, interp_step: one transformer step over static KV caches.
 
 In:  tokens (B, T) int64, codes (B, T) int64 (position codes = cache slots),
-     per layer l: past_k_base_l, past_v_base_l[, past_k_plus_l, past_v_plus_l] (B, n_head, seq_len, head_dim) f32.
+     per layer l: past_k_base_l, past_v_base_l (B, n_head, block_len, head_dim) f32, the frame-local
+     attention-base cache (text + the frame the step writes in; LookupTables in training/model.py),
+     [past_k_plus_l, past_v_plus_l (B, n_head, seq_len, head_dim) f32, attention-plus over every slot].
 Out: logits (B, T, image_vocab) f32 and per layer new_k_base_l, new_v_base_l[, new_k_plus_l, new_v_plus_l]
      (B, n_head, T, head_dim) f32: the new tokens' keys/values, which the runtime
      writes into its cache arena at slots `codes` (the graph never grows a tensor).
 One tensor per layer and channel, so the graph reads the arena in place: a
 stacked (n_layer, ...) input would cost a Split, i.e. a copy of the whole cache,
-every step. The manifest pairs each past input with its new output (kv_cache).
+every step. The manifest pairs each past input with its new output (kv_cache)
+and lists the frame-local ones (kv_cache.frame_local): the runtime keeps one
+block per frame for those, the text's slots copied into each, and binds the
+block of the frame a step writes. Attention-base then reads 75 slots instead of
+331 per step (64x64 frames, 5 frames), the largest share of a decode step's bytes.
 
 t2i_prefill, keyframe_prefill, interp_prefill: the first step of a stage, into an
 empty cache. Same outputs, no cache inputs: the new tokens attend among
@@ -16,7 +22,8 @@ written before (every slot a prefill may see is one it writes), at a fraction
 of the cost (no scores over seq_len empty slots). The manifest names it in the
 step fragment's "prefill".
 Masks are computed inside the graph from the codes (training/masks.py).
-T = 1 is a decode step, T > 1 a prefill; every sequence of a step writes the same slots.
+T = 1 is a decode step, T > 1 a prefill; every sequence of a step writes the same slots,
+and the image tokens of a step through the step graph are in one frame.
 """
 from __future__ import annotations
 
@@ -46,18 +53,25 @@ def cache_names(cfg: ModelConfig, kind: Kind) -> list[str]:
     return [f"{kv}_{c}_{layer}" for layer in range(cfg.n_layer) for c in channels(kind) for kv in "kv"]
 
 
+def slots(cfg: ModelConfig, cache: str) -> int:
+    """Slots of a cache tensor: the frame-local block for attention-base, every position for attention-plus."""
+    return cfg.block_len if "_base_" in cache else cfg.seq_len
+
+
 def contract(cfg: ModelConfig, kind: Kind) -> Contract:
     names = cache_names(cfg, kind)
     return Contract(
         name(kind),
         inputs=(TensorSpec("tokens", "int64", ("batch", "new_tokens")),
                 TensorSpec("codes", "int64", ("batch", "new_tokens")),
-                *(TensorSpec(f"past_{n}", "float32", ("batch", cfg.n_head, cfg.seq_len, cfg.head_dim)) for n in names)),
+                *(TensorSpec(f"past_{n}", "float32", ("batch", cfg.n_head, slots(cfg, n), cfg.head_dim))
+                  for n in names)),
         outputs=(TensorSpec("logits", "float32", ("batch", "new_tokens", cfg.image_vocab)),
                  *(TensorSpec(f"new_{n}", "float32", ("batch", cfg.n_head, "new_tokens", cfg.head_dim)) for n in names)),
         axes={"batch": (1, 2, MAX_BATCH), "new_tokens": (1, 1, cfg.seq_len)},
         sample_axes={"batch": 2, "new_tokens": 3},
-        kv_cache=tuple((f"past_{n}", f"new_{n}") for n in names))
+        kv_cache=tuple((f"past_{n}", f"new_{n}") for n in names),
+        kv_frame_local=tuple(f"past_{n}" for n in names if slots(cfg, n) == cfg.block_len))
 
 
 def prefill_contract(cfg: ModelConfig, kind: Kind) -> Contract:
