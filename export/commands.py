@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 
-def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False, keyframe: str | None = None) -> int:
+def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False, keyframe: str | None = None,
+               keyframe_rate: int | None = None) -> int:
     """0: package written and checked; 2: the inputs or the destination are not usable (message says why)."""
     import torch
 
@@ -15,7 +16,11 @@ def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False, keyf
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     try:
-        path = export_package(checkpoints, vqvae, out, force=force, keyframe=keyframe)
+        plan = None
+        if keyframe_rate is not None:
+            from hiergen.runtime.plan import Plan
+            plan = Plan(keyframe_rate={"quickly": keyframe_rate, "slowly": keyframe_rate, "default": keyframe_rate})
+        path = export_package(checkpoints, vqvae, out, force=force, keyframe=keyframe, plan=plan)
         m = check_package(path)
     except (ExportError, CheckpointError, PackageError) as e:
         print(f"hiergen export: {e}", file=sys.stderr)

@@ -290,7 +290,7 @@ def cmd_export(args) -> int:
     if (msg := _needs_torch()):
         return _fail(msg)
     from hiergen.export.commands import cmd_export as run
-    return run(args.checkpoints, args.vqvae, args.out, args.force, args.keyframe)
+    return run(args.checkpoints, args.vqvae, args.out, args.force, args.keyframe, args.keyframe_rate)
 
 
 def cmd_check(args) -> int:
@@ -523,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace a different package at --out")
     s.add_argument("--keyframe", help="use this keyframe checkpoint instead of CHECKPOINTS/keyframe.safetensors "
                                       "(the frame-by-frame baseline: checkpoints/baseline/keyframe.safetensors)")
+    s.add_argument("--keyframe-rate", type=int, choices=(1, 2, 4, 8, 16), metavar="FPS",
+                   help="make every prompt's keyframes at this one rate (the plan's default picks it by the speed "
+                        "word): for a keyframe model trained with --fixed-rate FPS, the one-rate ablation")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("check", help="validate a model package: manifest, hashes, ONNX checker, shape inference",

@@ -127,6 +127,13 @@ class _Layout:
                              "(split the step by frame, or use the prefill graph on an empty cache)")
         return int(frames[0])
 
+    def _decode_frame(self, code: int) -> int:
+        """The frame a decode step at `code` writes (the bound one for a text code); rebinds on a new frame."""
+        f = self.frame if code < self.L else (code - self.L) // self.P
+        if f != self.frame:
+            self._bind_frame(f)
+        return f
+
     def placements(self, slots: np.ndarray) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
         """Where keys/values at `slots` go in the frame-local blocks: (blocks, block slots, indices into slots).
         Text slots go to every block, an image slot to its frame's block."""
@@ -186,9 +193,7 @@ class HostArena(_Layout):
 
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         code = int(codes[0, 0])
-        f = self.frame_of(codes[:1, 0])
-        if f != self.frame:
-            self._bind_frame(f)
+        f = self._decode_frame(code)
         self.tokens[...] = tokens
         self.codes[...] = codes
         self.model.sess.run_with_iobinding(self.io)
@@ -268,9 +273,7 @@ class DeviceArena(_Layout):
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         m = self.model
         code = int(codes[0, 0])
-        f = self.frame_of(codes[:1, 0])
-        if f != self.frame:
-            self._bind_frame(f)
+        f = self._decode_frame(code)
         self.io.bind_cpu_input(m.tokens_name, np.ascontiguousarray(tokens))   # copied up at bind time
         self.io.bind_cpu_input(m.codes_name, np.ascontiguousarray(codes))
         m.sess.run_with_iobinding(self.io)

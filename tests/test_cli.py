@@ -100,3 +100,28 @@ def test_eval_through_the_shipped_tokenizer(tmp_path, capsys):
 def test_eval_with_a_missing_tokenizer(tmp_path, capsys):
     assert main(["eval", "--synth", "2", "--vqvae", str(tmp_path / "none.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, want", [([], None), (["--keyframe-rate", "4"], {"quickly": 4, "slowly": 4, "default": 4})])
+def test_export_keyframe_rate_fixes_the_plan(tmp_path, monkeypatch, argv, want):
+    """--keyframe-rate writes one keyframe rate for every speed word into the package's plan (the one-rate ablation)."""
+    pytest.importorskip("torch")
+    import hiergen.export.package as package
+    import hiergen.export.check as check
+    seen = {}
+
+    def fake_export(checkpoints, vqvae, out, force=False, keyframe=None, plan=None):
+        seen["plan"] = plan
+        return Path(out)
+    monkeypatch.setattr(package, "export_package", fake_export)
+    monkeypatch.setattr(check, "check_package", lambda path: {"weights": {"bytes": 1}, "fragments": {}})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "f").write_bytes(b"x")
+    assert main(["export", "--out", str(tmp_path / "out"), *argv]) == 0
+    assert (seen["plan"] and seen["plan"].keyframe_rate) == want
+
+
+def test_export_refuses_a_keyframe_rate_the_data_has_not(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "--keyframe-rate", "3"])
+    assert "invalid choice" in capsys.readouterr().err
