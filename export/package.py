@@ -119,7 +119,9 @@ def build_package(models: dict[Kind, DualTransformer], vq: VQVAE, tokenizer: Tex
         for k in Kind:
             jobs += [(step.name(k), step.contract(cfg, k), step.Graph(models[k].eval()), step.sample(cfg, k)),
                      (step.prefill_name(k), step.prefill_contract(cfg, k), step.PrefillGraph(models[k].eval()),
-                      step.sample(cfg, k))]
+                      step.sample(cfg, k)),
+                     (step.decode_name(k), step.decode_contract(cfg, k), step.DecodeGraph(models[k].eval()),
+                      step.decode_sample(cfg, k))]
         fragments = {}
         for name, contract, graph, sample in jobs:
             proto = export_fragment(graph, contract, sample)
@@ -130,6 +132,7 @@ def build_package(models: dict[Kind, DualTransformer], vq: VQVAE, tokenizer: Tex
                                "sha256": sha256(tmp / f"{name}.onnx")}
         for k in Kind:
             fragments[step.name(k)]["prefill"] = step.prefill_name(k)
+            fragments[step.name(k)]["decode"] = step.decode_name(k)
         weights.close()
         manifest = {
             **source, "opset": OPSET,

@@ -1,4 +1,5 @@
-"""KV-cache arenas: one per generation stage, preallocated, bound to the step graph through IO binding.
+"""KV-cache arenas: one per generation stage, preallocated, bound through IO binding to the graph decode steps
+run (the package's *_decode graph, the step graph at new_tokens = 1; the step graph itself for older packages).
 
 Both arenas hold every past tensor of a step graph (the manifest's kv_cache
 pairs), bind them, and after each step copy the step's new keys/values into
@@ -174,7 +175,7 @@ class HostArena(_Layout):
         self.logits = np.zeros((batch, 1, model.image_vocab), np.float32)
         self.tokens = np.zeros((batch, 1), np.int64)
         self.codes = np.zeros((batch, 1), np.int64)
-        io = model.sess.io_binding()
+        io = model.decode.io_binding()
         for arr, name in ((self.tokens, model.tokens_name), (self.codes, model.codes_name)):
             _bind_host(io.bind_input, name, arr)
         _bind_host(io.bind_output, model.logits_name, self.logits)
@@ -196,7 +197,7 @@ class HostArena(_Layout):
         f = self._decode_frame(code)
         self.tokens[...] = tokens
         self.codes[...] = codes
-        self.model.sess.run_with_iobinding(self.io)
+        self.model.decode.run_with_iobinding(self.io)
         self.written = True
         if self.seq:
             self.kv[:, :, :, code] = self.new_seq[:, :, :, 0]
@@ -247,7 +248,7 @@ class DeviceArena(_Layout):
         self.new = [ort.OrtValue.ortvalue_from_shape_and_type(new, np.float32, device, device_id)
                     for _ in model.pairs]
         self.logits = np.zeros((batch, 1, model.image_vocab), np.float32)
-        io = model.sess.io_binding()
+        io = model.decode.io_binding()
         _bind_host(io.bind_output, model.logits_name, self.logits)          # logits come back to the host
         for j, i in enumerate(self.seq):
             io.bind_ortvalue_input(model.pairs[i][0], self.kv[j])
@@ -276,7 +277,7 @@ class DeviceArena(_Layout):
         f = self._decode_frame(code)
         self.io.bind_cpu_input(m.tokens_name, np.ascontiguousarray(tokens))   # copied up at bind time
         self.io.bind_cpu_input(m.codes_name, np.ascontiguousarray(codes))
-        m.sess.run_with_iobinding(self.io)
+        m.decode.run_with_iobinding(self.io)
         self.io.synchronize_outputs()
         self.written = True
         for j, i in enumerate(self.seq):

@@ -59,6 +59,8 @@ class OrtStepModel:
         self.sess = session(pkg, spec, providers, threads)
         pre = spec.get("prefill")
         self.prefill = session(pkg, manifest["fragments"][pre], providers, threads) if pre else None
+        dec = spec.get("decode")          # the step graph at new_tokens = 1, fewer nodes: what the arenas bind
+        self.decode = session(pkg, manifest["fragments"][dec], providers, threads) if dec else self.sess
         self.tokens_name, self.codes_name = spec["inputs"][0]["name"], spec["inputs"][1]["name"]
         self.logits_name = spec["outputs"][0]["name"]
         self.pairs = [tuple(p) for p in spec["kv_cache"]["pairs"]]
@@ -73,7 +75,7 @@ class OrtStepModel:
         self.text_len, self.grid, self.image_vocab = cfg["text_len"], cfg["grid"], cfg["image_vocab"]
         self.n_frames = cfg["n_frames"]
         # The arena lives where the graph runs: host memory for the CPU provider, device memory otherwise.
-        self.on_device = self.sess.get_providers()[0] != "CPUExecutionProvider"
+        self.on_device = self.decode.get_providers()[0] != "CPUExecutionProvider"
 
     def new_cache(self, batch: int) -> HostArena | DeviceArena:
         return DeviceArena(self, batch) if self.on_device else HostArena(self, batch)

@@ -207,8 +207,9 @@ def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
 
 
 def step_bytes(manifest: dict, model: str, batch: int) -> int:
-    """Bytes a decode step reads: the step graph's weights and its KV arena (every past tensor) at `batch`."""
+    """Bytes a decode step reads: the decode graph's weights and its KV arena (every past tensor) at `batch`."""
     spec = manifest["fragments"][f"{model}_step"]
+    spec = manifest["fragments"].get(spec.get("decode"), spec)       # the graph decode steps run
     shapes = {t["name"]: t["shape"] for t in spec["inputs"]}
     kv = sum(int(np.prod([batch if d == "batch" else d for d in shapes[past]])) * 4
              for past, _ in spec["kv_cache"]["pairs"])

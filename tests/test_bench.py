@@ -88,8 +88,9 @@ def arena_bytes(spec, batch):
 
 @pytest.mark.parametrize("model", ["t2i", "keyframe", "interp"])
 def test_step_bytes_is_weights_plus_the_kv_arena(manifest, model):
-    spec = manifest["fragments"][f"{model}_step"]
-    weights = spec.get("weight_bytes", 0)
+    spec = manifest["fragments"][f"{model}_decode"]          # the graph a decode step runs
+    assert manifest["fragments"][f"{model}_step"]["decode"] == f"{model}_decode"
+    weights = spec["weight_bytes"]
     for batch in (1, 2, 8):
         assert bench.step_bytes(manifest, model, batch) == weights + arena_bytes(spec, batch)
     # linear in the batch, and the weights alone at batch 0
@@ -104,7 +105,7 @@ def test_step_bytes_is_weights_plus_the_kv_arena(manifest, model):
     for past, _ in spec["kv_cache"]["pairs"]:
         assert ("_base_" in past) == (past in local)
         assert inputs[past]["shape"][2] == (block if past in local else seq)
-    t2i = arena_bytes(manifest["fragments"]["t2i_step"], 1)
+    t2i = arena_bytes(manifest["fragments"]["t2i_decode"], 1)
     assert arena_bytes(spec, 1) == t2i * (1 if model == "t2i" else 1 + seq / block)
 
 
@@ -119,12 +120,12 @@ def test_manifest_weight_bytes_are_the_step_graphs_initializers(manifest):
         pytest.skip("models/default predates per-fragment weight_bytes (re-export it to count weights in bench)")
     onnx = pytest.importorskip("onnx")
     from onnx.helper import tensor_dtype_to_np_dtype
-    for model in ("t2i", "keyframe", "interp"):
-        spec = manifest["fragments"][f"{model}_step"]
+    for name in (f"{m}_{g}" for m in ("t2i", "keyframe", "interp") for g in ("step", "decode")):
+        spec = manifest["fragments"][name]
         proto = onnx.load(str(DEFAULT_PACKAGE / spec["file"]), load_external_data=False)
         nbytes = sum(math.prod(t.dims) * np.dtype(tensor_dtype_to_np_dtype(t.data_type)).itemsize
                      for t in proto.graph.initializer)
-        assert spec["weight_bytes"] == nbytes > 0, model
+        assert spec["weight_bytes"] == nbytes > 0, name
 
 
 # ------------------------------------------------------------ markdown

@@ -126,6 +126,25 @@ def test_prefill_graph_equals_step_graph_on_an_empty_cache(tiny, kind):
     assert np.abs(a - b).max() <= LOGIT_TOL and np.abs(via_step.host_kv() - via_prefill.host_kv()).max() <= LOGIT_TOL
 
 
+@pytest.mark.parametrize("kind", list(Kind), ids=[k.value for k in Kind])
+def test_decode_graph_equals_the_step_graph(tiny, kind):
+    """Decode steps run the *_decode graph (new_tokens = 1, fewer nodes); it computes what the step graph does."""
+    pkg, models, _, _ = tiny
+    cfg, B = models[kind].cfg, 2
+    m = OrtStep(pkg, step.name(kind))
+    assert m.decode is not m.sess
+    cache = m.new_cache(B)
+    tokens, codes, frames = _prefill(cfg, kind, B, np.random.default_rng(3))
+    m.step(tokens, codes, cache)
+    prev = np.full((B, 1), cfg.image_vocab, np.int64)
+    for w in range(3):
+        code = np.full((B, 1), cfg.text_len + frames[0] * cfg.tokens_per_frame + w, np.int64)
+        via_step = cache.run_past(m.sess, prev, code, [m.logits_name])[0]      # reads the arena, writes nothing
+        via_decode = m.step(prev, code, cache)
+        assert np.abs(via_step - via_decode).max() <= LOGIT_TOL
+        prev = via_decode[:, -1].argmax(-1)[:, None].astype(np.int64)
+
+
 def test_decode_steps_run_in_the_arena(tiny):
     """A decode step writes only into the stage's preallocated arena: same buffers, logits returned in place."""
     pkg, models, _, _ = tiny

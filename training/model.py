@@ -340,6 +340,13 @@ class LookupTables(nn.Module):
         # bool, 1 byte per pair: a quarter of a float table in the package
         self.register_buffer("visible", torch.stack(tables), persistent=False)     # (n_tables, seq_len, seq_len)
         self.register_buffer("base_block", base_block, persistent=False)
+        # A decode step (one new token) sees itself through its new key, never through its not yet
+        # written cache slot: the tables without the diagonal are its whole mask (decode_biases).
+        assert all(t.diagonal().all() for t in tables), "a token that cannot see itself: no decode tables"
+        own = block_slot[:, None] == j[None]
+        self.register_buffer("decode_visible", torch.stack(tables) & ~torch.eye(cfg.seq_len, dtype=torch.bool),
+                             persistent=False)
+        self.register_buffer("decode_base_block", base_block & ~own, persistent=False)
         self.register_buffer("block_slot", block_slot, persistent=False)
         self.register_buffer("seq_slots", codes, persistent=False)
         self.register_buffer("block_slots", j, persistent=False)
@@ -373,6 +380,57 @@ class LookupTables(nn.Module):
             out[i] = (mask_bias(rows & ~writing.unsqueeze(1)),
                       mask_bias(rows.gather(-1, codes.unsqueeze(1).expand(-1, T, -1))))
         return [tuple(None if j is None else out[j] for j in idx) for idx in self.layout]
+
+    def decode_biases(self, codes: torch.Tensor) -> list:
+        """Per layer, per channel: the bias over the cache (B, 1, 1, S) of a decode step (codes (B, 1)):
+        the query's table row without its own slot (LookupTables: frame-local for attention-base)."""
+        out = {self.layout[0][0]: mask_bias(self.decode_base_block[codes])}
+        for i in {idx[1] for idx in self.layout if idx[1] is not None}:
+            out[i] = mask_bias(self.decode_visible[i][codes])
+        return [tuple(None if j is None else out[j] for j in idx) for idx in self.layout]
+
+
+def decode_step(model: DualTransformer, tables: LookupTables, tokens: torch.Tensor, codes: torch.Tensor,
+                layer_caches: list) -> tuple[torch.Tensor, list]:
+    """forward_cached for one new token per sequence (tokens, codes (B, 1)), written for the fewest graph
+    nodes: activations as (B, C) rows, so every Linear is one Gemm and head splits are reshapes; masks are
+    one table row per channel (LookupTables.decode_biases); the token's score with its own new key needs
+    no mask (a token always sees itself). Same values as forward_cached (tests/test_export.py)."""
+    cfg = model.cfg
+    B, C, H, hd = tokens.shape[0], cfg.d_model, cfg.n_head, cfg.head_dim
+    x, is_text = model.embed(tokens, codes, tables)
+    x, is_text = x.reshape(B, C), is_text.reshape(B, 1)
+    new_kv = []
+    for block, biases, caches in zip(model.blocks, tables.decode_biases(codes), layer_caches):
+        h = block.ln1(x)
+        outs, kv = [], []
+        for attn, bias, cache in zip((block.base, block.plus), biases, caches):
+            if attn is None:
+                continue
+            q, k, v = _rows(h, attn.qkv).reshape(B, 3, H, 1, hd).unbind(1)       # (B, H, 1, hd) each
+            k_cache, v_cache = cache
+            q = q * hd ** -0.5
+            scores = torch.cat([q @ k_cache.transpose(-1, -2) + bias, (q * k).sum(-1, keepdim=True)], dim=-1)
+            p = torch.softmax(scores, dim=-1)
+            y = p[..., :-1] @ v_cache + p[..., -1:] * v                                      # (B, H, 1, hd)
+            outs.append(_rows(y.reshape(B, C), attn.proj))
+            kv.append((k, v))
+        if block.plus is None:
+            mixed = outs[0]
+        else:
+            a = torch.sigmoid(block.w)
+            mixed = torch.where(is_text, outs[0], a * outs[0] + (1 - a) * outs[1])
+        x = x + mixed
+        x = x + _rows(F.gelu(_rows(block.ln2(x), block.mlp.fc), approximate="tanh"), block.mlp.out)
+        new_kv.append(kv)
+    return _rows(model.ln_f(x), model.head).reshape(B, 1, -1), new_kv
+
+
+def _rows(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """linear(x) for x (B, C) as x @ W^T + b: exported as the same folded W^T the step graphs hold (stored
+    once in the package), and fused back into one Gemm by ONNX Runtime."""
+    y = x @ linear.weight.t()
+    return y if linear.bias is None else y + linear.bias
 
 
 def shift_frames(frames: torch.Tensor, start_token: int) -> torch.Tensor:

@@ -24,6 +24,11 @@ step fragment's "prefill".
 Masks are computed inside the graph from the codes (training/masks.py).
 T = 1 is a decode step, T > 1 a prefill; every sequence of a step writes the same slots,
 and the image tokens of a step through the step graph are in one frame.
+
+t2i_decode, keyframe_decode, interp_decode: the step graph at new_tokens = 1, the
+hot path (one run per image token), written for fewer graph nodes
+(training/model.py decode_step: (B, C) rows, so each Linear is one Gemm; one mask
+table row per channel). The manifest names it in the step fragment's "decode".
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ import torch
 
 from hiergen.config import Kind, ModelConfig
 from hiergen.export.fragments.contract import Contract, TensorSpec
-from hiergen.training.model import DualTransformer, LookupTables
+from hiergen.training.model import DualTransformer, LookupTables, decode_step
 
 MAX_BATCH = 8      # 2 x 4 sequences with classifier-free guidance
 
@@ -42,6 +47,10 @@ def name(kind: Kind) -> str:
 
 def prefill_name(kind: Kind) -> str:
     return f"{Kind(kind).value}_prefill"
+
+
+def decode_name(kind: Kind) -> str:
+    return f"{Kind(kind).value}_decode"
 
 
 def channels(kind: Kind) -> tuple[str, ...]:
@@ -80,6 +89,27 @@ def prefill_contract(cfg: ModelConfig, kind: Kind) -> Contract:
                     sample_axes=c.sample_axes)
 
 
+def decode_contract(cfg: ModelConfig, kind: Kind) -> Contract:
+    """The step graph's contract with new_tokens fixed at 1."""
+    c = contract(cfg, kind)
+
+    def one(spec: TensorSpec) -> TensorSpec:
+        return TensorSpec(spec.name, spec.dtype, tuple(1 if d == "new_tokens" else d for d in spec.shape))
+    return Contract(decode_name(kind), inputs=tuple(map(one, c.inputs)), outputs=tuple(map(one, c.outputs)),
+                    axes={"batch": c.axes["batch"]}, sample_axes={"batch": c.sample_axes["batch"]},
+                    kv_cache=c.kv_cache, kv_frame_local=c.kv_frame_local)
+
+
+def decode_sample(cfg: ModelConfig, kind: Kind) -> dict[str, torch.Tensor]:
+    """A decode step at the first image slot over zero caches."""
+    c = decode_contract(cfg, kind)
+    b = c.sample_axes["batch"]
+    feeds = {"tokens": torch.ones(b, 1, dtype=torch.int64), "codes": torch.full((b, 1), cfg.text_len)}
+    for spec in c.inputs[2:]:
+        feeds[spec.name] = torch.zeros(c.shape(spec, {"batch": b}))
+    return feeds
+
+
 class Graph(torch.nn.Module):
     def __init__(self, model: DualTransformer):
         super().__init__()
@@ -87,13 +117,20 @@ class Graph(torch.nn.Module):
         self.tables = LookupTables(model)      # masks and positions by code: constants of the graph
 
     def forward(self, tokens, codes, *caches):
-        per_layer = len(caches) // self.model.cfg.n_layer       # 2 (base) or 4 (base, plus)
-        layers = []
-        for i in range(0, len(caches), per_layer):
-            kv = caches[i:i + per_layer]
-            layers.append(((kv[0], kv[1]), (kv[2], kv[3]) if per_layer == 4 else None))
-        logits, new_kv = self.model.forward_cached(tokens, codes, layers, self.tables)     # (B, T, V)
+        logits, new_kv = self.model.forward_cached(tokens, codes, per_layer(caches, self.model), self.tables)
         return flatten(logits, new_kv)
+
+
+class DecodeGraph(torch.nn.Module):
+    """One decode step (new_tokens = 1): training/model.py decode_step, the step graph with fewer nodes."""
+
+    def __init__(self, model: DualTransformer):
+        super().__init__()
+        self.model = model
+        self.tables = LookupTables(model)
+
+    def forward(self, tokens, codes, *caches):
+        return flatten(*decode_step(self.model, self.tables, tokens, codes, per_layer(caches, self.model)))
 
 
 class PrefillGraph(torch.nn.Module):
@@ -104,6 +141,13 @@ class PrefillGraph(torch.nn.Module):
 
     def forward(self, tokens, codes):
         return flatten(*self.model(tokens, codes, tables=self.tables))
+
+
+def per_layer(caches: tuple, model: DualTransformer) -> list:
+    """The graph's cache inputs in cache_names() order -> per layer ((k_base, v_base), (k_plus, v_plus) or None)."""
+    n = len(caches) // model.cfg.n_layer       # 2 (base) or 4 (base, plus)
+    return [((caches[i], caches[i + 1]), (caches[i + 2], caches[i + 3]) if n == 4 else None)
+            for i in range(0, len(caches), n)]
 
 
 def flatten(logits, new_kv) -> tuple:
