@@ -216,13 +216,17 @@ class HostArena(_Layout):
 
     def store(self, slots: np.ndarray, new: list[np.ndarray]) -> None:
         """Host new keys/values of a prefill (one per pair, T on the slot axis) -> the arena at `slots`."""
-        if self.seq:
-            self.kv[:, :, :, slots] = np.stack([new[i] for i in self.seq])
-        if self.local:
-            local = np.stack([new[i] for i in self.local])
-            for frames, at, idx in self.placements(slots):
-                for f in frames:
-                    self.blocks[:, f][:, :, :, at] = local[:, :, :, idx]      # (a view: basic index first)
+        slots = np.asarray(slots)
+        runs = _runs(slots)                             # slice copies: a prefill's slots are a few runs
+        for j, i in enumerate(self.seq):
+            for first, src, n in runs:
+                self.kv[j, :, :, first:first + n] = new[i][:, :, src:src + n]
+        for frames, at, idx in self.placements(slots):
+            for first, src, n in _runs(at, idx):
+                for j, i in enumerate(self.local):
+                    part = new[i][:, :, src:src + n]
+                    for f in frames:
+                        self.blocks[j, f, :, :, first:first + n] = part
         self.written = True
 
     def host_kv(self) -> np.ndarray:

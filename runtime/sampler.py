@@ -95,12 +95,13 @@ def sample(logits: np.ndarray, u: np.ndarray, opts: SamplerOptions) -> np.ndarra
     logits = np.asarray(logits)
     if opts.greedy:
         return np.argmax(logits, axis=-1).astype(np.int64)
-    z = logits.astype(np.float64)
+    rows = _rows(len(logits))                     # plain row indexing: take_along_axis costs more at B <= 8
+    # The top-k set and order are those of the logits themselves (dividing by a positive temperature
+    # in float64 keeps order and ties), so only the k survivors are converted and divided.
+    order = _top(logits, opts.top_k, rows)
+    zk = logits[rows, order].astype(np.float64)
     if opts.temperature != 1.0:
-        z /= opts.temperature
-    rows = np.arange(len(z))[:, None]             # plain row indexing: take_along_axis costs more at B <= 8
-    order = _top(z, opts.top_k, rows)
-    zk = z[rows, order]
+        zk /= opts.temperature
     p = np.exp(zk - zk[:, :1])
     p /= p.sum(axis=-1, keepdims=True)
     if opts.top_p < 1.0:
@@ -109,6 +110,13 @@ def sample(logits: np.ndarray, u: np.ndarray, opts: SamplerOptions) -> np.ndarra
     c = np.cumsum(p, axis=-1)
     idx = np.minimum((c <= (u * c[:, -1])[:, None]).sum(axis=-1), order.shape[1] - 1)
     return order[rows[:, 0], idx].astype(np.int64)
+
+
+_ROWS = [np.arange(b)[:, None] for b in range(65)]
+
+
+def _rows(b: int) -> np.ndarray:
+    return _ROWS[b] if b < len(_ROWS) else np.arange(b)[:, None]
 
 
 def _top(z: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
