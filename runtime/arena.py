@@ -128,12 +128,15 @@ class _Layout:
                              "(split the step by frame, or use the prefill graph on an empty cache)")
         return int(frames[0])
 
-    def _decode_frame(self, code: int) -> int:
-        """The frame a decode step at `code` writes (the bound one for a text code); rebinds on a new frame."""
-        f = self.frame if code < self.L else (code - self.L) // self.P
+    def _decode_at(self, code: int) -> tuple[slice, int]:
+        """Where a decode step at `code` writes in the frame-local blocks: (blocks, block slot); the text
+        goes to every block, an image token to its frame's. Rebinds the inputs when the frame is new."""
+        if code < self.L:
+            return slice(None), code
+        f = (code - self.L) // self.P
         if f != self.frame:
             self._bind_frame(f)
-        return f
+        return slice(f, f + 1), self.L + (code - self.L) % self.P
 
     def placements(self, slots: np.ndarray) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
         """Where keys/values at `slots` go in the frame-local blocks: (blocks, block slots, indices into slots).
@@ -194,17 +197,14 @@ class HostArena(_Layout):
 
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         code = int(codes[0, 0])
-        f = self._decode_frame(code)
+        blocks, slot = self._decode_at(code)
         self.tokens[...] = tokens
         self.codes[...] = codes
         self.model.decode.run_with_iobinding(self.io)
         self.written = True
         if self.seq:
             self.kv[:, :, :, code] = self.new_seq[:, :, :, 0]
-        if code < self.L:
-            self.blocks[:, :, :, :, code] = self.new_local[:, None, :, :, 0]
-        else:
-            self.blocks[:, f, :, :, self.L + (code - self.L) % self.P] = self.new_local[:, :, :, 0]
+        self.blocks[:, blocks, :, :, slot] = self.new_local[:, None, :, :, 0]
         return self.logits
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
@@ -241,12 +241,11 @@ class DeviceArena(_Layout):
         super().__init__(model, batch)
         self.copier = copier or cuda_copier()
         new = _shape(model.new_shape, batch)
-        self._host = {}                                                 # on "cpu" the OrtValues wrap these
+        self._host = []                                                 # on "cpu" the OrtValues wrap these
 
         def zeros(past: str):
-            z = np.zeros(_shape(model.past_shapes[past], batch), np.float32)
-            self._host[id(z)] = z
-            return ort.OrtValue.ortvalue_from_numpy(z, device, device_id)
+            self._host.append(np.zeros(_shape(model.past_shapes[past], batch), np.float32))
+            return ort.OrtValue.ortvalue_from_numpy(self._host[-1], device, device_id)
         self.kv = [zeros(model.pairs[i][0]) for i in self.seq]
         self.blocks = [[zeros(model.pairs[i][0]) for _ in range(self.n_blocks)] for i in self.local]
         self.new = [ort.OrtValue.ortvalue_from_shape_and_type(new, np.float32, device, device_id)
@@ -260,9 +259,8 @@ class DeviceArena(_Layout):
             io.bind_ortvalue_output(new_name, nv)
         self.io = io
         self._bind_frame(0)
-        shape = _shape(model.new_shape, batch)
-        self.rows = shape[0] * shape[1]                     # B * n_head: one row per (sequence, head)
-        self.item = shape[3] * 4                            # bytes of one slot (head_dim floats)
+        self.rows = new[0] * new[1]                         # B * n_head: one row per (sequence, head)
+        self.item = new[3] * 4                              # bytes of one slot (head_dim floats)
         self.n_slots = {i: model.past_shapes[model.pairs[i][0]][2] for i in range(len(model.pairs))}
 
     def _bind_frame(self, f: int) -> None:
@@ -278,7 +276,7 @@ class DeviceArena(_Layout):
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         m = self.model
         code = int(codes[0, 0])
-        f = self._decode_frame(code)
+        blocks, slot = self._decode_at(code)
         self.io.bind_cpu_input(m.tokens_name, np.ascontiguousarray(tokens))   # copied up at bind time
         self.io.bind_cpu_input(m.codes_name, np.ascontiguousarray(codes))
         m.decode.run_with_iobinding(self.io)
@@ -287,9 +285,8 @@ class DeviceArena(_Layout):
         for j, i in enumerate(self.seq):
             self._copy(i, self.kv[j], code, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE)
         for j, i in enumerate(self.local):
-            for frames, at, _ in self.placements(np.array([code])):
-                for g in frames:
-                    self._copy(i, self.blocks[j][g], int(at[0]), self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE)
+            for block in self.blocks[j][blocks]:
+                self._copy(i, block, slot, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE)
         return self.logits
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:

@@ -121,6 +121,14 @@ class Block(nn.Module):
         # a = sigmoid(w) mixes the channels for image tokens; w = 0 starts at an even mix.
         self.w = nn.Parameter(torch.zeros(cfg.d_model)) if dual else None
 
+    def mix(self, out: list, is_text: torch.Tensor) -> torch.Tensor:
+        """The channels' outputs mixed: attention-base alone for text, a = sigmoid(w) of each for images.
+        is_text broadcasts against the outputs."""
+        if self.plus is None:
+            return out[0]
+        a = torch.sigmoid(self.w)
+        return torch.where(is_text, out[0], a * out[0] + (1 - a) * out[1])
+
     def forward(self, x, is_text, masks, cache_kv=None):
         """x (B, T, C); cache_kv: per channel (k, v) cached, or None.
 
@@ -143,12 +151,7 @@ class Block(nn.Module):
                 out.append(attn(q, k, v, m) if m.dtype == torch.bool else attn.explicit(q, k, v, m))
             else:
                 out.append(attn.cached(q, k, v, *cache_kv[i], *masks[i]))
-        if self.plus is None:
-            mixed = out[0]
-        else:
-            a = torch.sigmoid(self.w)
-            mixed = torch.where(is_text.unsqueeze(-1), out[0], a * out[0] + (1 - a) * out[1])
-        x = x + mixed
+        x = x + self.mix(out, is_text.unsqueeze(-1))
         x = x + self.mlp(self.ln2(x))
         return x, new_kv
 
@@ -352,6 +355,13 @@ class LookupTables(nn.Module):
         self.register_buffer("block_slots", j, persistent=False)
         assert all(i[0] == self.layout[0][0] for i in self.layout), "one attention-base mask for every layer"
 
+    def _plus_tables(self) -> set[int]:
+        return {idx[1] for idx in self.layout if idx[1] is not None}
+
+    def _by_layer(self, per_table: dict | list) -> list:
+        """Per layer, per channel: the entry of the channel's table (None for a missing channel)."""
+        return [tuple(None if j is None else per_table[j] for j in idx) for idx in self.layout]
+
     def layer_masks(self, codes: torch.Tensor) -> list:
         """Per layer, per channel: the bias (B, 1, T, T) of DualTransformer.masks(codes, codes)."""
         T = codes.shape[1]
@@ -359,7 +369,7 @@ class LookupTables(nn.Module):
         for i in range(self.visible.shape[0]):
             new = self.visible[i][codes].gather(-1, codes.unsqueeze(1).expand(-1, T, -1))
             out.append(mask_bias(new))
-        return [tuple(None if j is None else out[j] for j in idx) for idx in self.layout]
+        return self._by_layer(out)
 
     def layer_biases(self, codes: torch.Tensor) -> list:
         """Per layer, per channel: (bias over the cache (B, 1, T, S), bias over the new tokens (B, 1, T, T)).
@@ -375,19 +385,19 @@ class LookupTables(nn.Module):
                 mask_bias(rows.gather(-1, slot.unsqueeze(1).expand(-1, T, -1))))
         out = {self.layout[0][0]: base}
         writing = (self.seq_slots.view(1, 1, -1) == codes.unsqueeze(2)).any(dim=1)
-        for i in {idx[1] for idx in self.layout if idx[1] is not None}:
+        for i in self._plus_tables():
             rows = self.visible[i][codes]
             out[i] = (mask_bias(rows & ~writing.unsqueeze(1)),
                       mask_bias(rows.gather(-1, codes.unsqueeze(1).expand(-1, T, -1))))
-        return [tuple(None if j is None else out[j] for j in idx) for idx in self.layout]
+        return self._by_layer(out)
 
     def decode_biases(self, codes: torch.Tensor) -> list:
         """Per layer, per channel: the bias over the cache (B, 1, 1, S) of a decode step (codes (B, 1)):
         the query's table row without its own slot (LookupTables: frame-local for attention-base)."""
         out = {self.layout[0][0]: mask_bias(self.decode_base_block[codes])}
-        for i in {idx[1] for idx in self.layout if idx[1] is not None}:
+        for i in self._plus_tables():
             out[i] = mask_bias(self.decode_visible[i][codes])
-        return [tuple(None if j is None else out[j] for j in idx) for idx in self.layout]
+        return self._by_layer(out)
 
 
 def decode_step(model: DualTransformer, tables: LookupTables, tokens: torch.Tensor, codes: torch.Tensor,
@@ -415,12 +425,7 @@ def decode_step(model: DualTransformer, tables: LookupTables, tokens: torch.Tens
             y = p[..., :-1] @ v_cache + p[..., -1:] * v                                      # (B, H, 1, hd)
             outs.append(_rows(y.reshape(B, C), attn.proj))
             kv.append((k, v))
-        if block.plus is None:
-            mixed = outs[0]
-        else:
-            a = torch.sigmoid(block.w)
-            mixed = torch.where(is_text, outs[0], a * outs[0] + (1 - a) * outs[1])
-        x = x + mixed
+        x = x + block.mix(outs, is_text)
         x = x + _rows(F.gelu(_rows(block.ln2(x), block.mlp.fc), approximate="tanh"), block.mlp.out)
         new_kv.append(kv)
     return _rows(model.ln_f(x), model.head).reshape(B, 1, -1), new_kv
