@@ -80,7 +80,7 @@ eval: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p docs/bench
-	$(BIN)/hiergen bench --runs 5 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
+	$(BIN)/hiergen bench --runs 2 --rounds 3 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

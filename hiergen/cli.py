@@ -255,6 +255,8 @@ def cmd_bench(args) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if args.runs < 1:
         return _fail(f"--runs needs at least 1 timed video per backend, got {args.runs}")
+    if args.rounds < 1:
+        return _fail(f"--rounds needs at least 1 round, got {args.rounds}")
     try:
         for out in (args.json, args.markdown):
             if out:
@@ -271,7 +273,8 @@ def cmd_bench(args) -> int:
             else:
                 providers_for(b)
         result = bench.bench(args.model, backends, args.checkpoints, args.vqvae, args.runs, args.frames,
-                             " ".join(args.prompt), args.seed, args.threads, rss=not args.no_rss)
+                             " ".join(args.prompt), args.seed, args.threads, rss=not args.no_rss,
+                             rounds=args.rounds)
     except (BackendError, PackageError, VideoError, RuntimeError) as e:
         return _fail(str(e))
     text = bench.markdown(result)
@@ -485,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bandwidth), tokens/s, prefill time, and peak resident memory of each worker and "
                                    "of a plain `hiergen generate`.",
                        epilog="examples:\n  hiergen bench\n"
-                              "  hiergen bench --runs 5 --json docs/bench/cpu.json --markdown docs/bench/cpu.md\n"
+                              "  hiergen bench --runs 2 --rounds 3 --json docs/bench/cpu.json --markdown docs/bench/cpu.md\n"
                               "  hiergen bench --backends cpu --threads 1")
     s.add_argument("prompt", nargs="*", default="a large red circle moves right then up slowly".split(),
                    help="the caption to generate (default: a large red circle moves right then up slowly)")
@@ -495,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "reference, needs the checkpoints); default cpu,torch")
     _add_checkpoint_options(s)
     s.add_argument("--runs", type=int, default=3, help="timed videos per backend after one warm-up (default 3)")
+    s.add_argument("--rounds", type=int, default=1,
+                   help="run the backends in turn this many times, --runs videos each per round, and take "
+                        "medians over all (default 1); on a machine whose speed drifts, 3 or more keeps a slow "
+                        "spell from landing on one backend only")
     s.add_argument("--frames", type=int, default=33, choices=(5, 9, 17, 33), help="frames per video (default 33)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     s.add_argument("--threads", type=int, default=None,

@@ -1,6 +1,6 @@
 """`hiergen bench`: every stage and backend of one model in one run, against the PyTorch reference.
 
-    hiergen bench --runs 5 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
+    hiergen bench --runs 2 --rounds 3 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
 
 Each backend runs in its own worker process (`python -m hiergen.runtime.bench
 --worker ...`), one after the other, so their peak resident memory is their own
@@ -16,7 +16,8 @@ Figures:
 - bandwidth_bound_ms: the bytes such a step must read (the step graph's
   weights plus its KV arena at that batch) over the machine's copy bandwidth
   (bytes copied per second by a large numpy copy, the better of one thread
-  and the bench's threads; see copy_bandwidth): no decode step can beat it;
+  and the bench's threads; see copy_bandwidth), measured by the worker after
+  each timed video, median: no decode step can beat it;
 - peak_rss_mb: the workers' peak resident memory, and that of a plain
   `hiergen generate` run writing an MP4 (the product, base install).
 """
@@ -58,6 +59,12 @@ def copy_bandwidth(mbytes: int = 256, repeats: int = 5, threads: int = 1) -> flo
             list(pool.map(lambda s: np.copyto(b[s[0]:s[1]], a[s[0]:s[1]]), spans))   # numpy drops the GIL
             best = min(best, time.perf_counter() - t)
     return a.nbytes / best
+
+
+def machine_bandwidth(threads: int | None, repeats: int = 5) -> float:
+    """copy_bandwidth, the better of one thread and `threads` (default all cores)."""
+    return max(copy_bandwidth(repeats=repeats, threads=1),
+               copy_bandwidth(repeats=repeats, threads=threads or os.cpu_count() or 1))
 
 
 def machine() -> str:
@@ -117,7 +124,7 @@ def worker(backend: str, cfg: dict) -> dict:
         device = pipe.device
     log: list = []
     pipe.models = {k: Timed(m, k, log) for k, m in pipe.models.items()}
-    videos, steps = [], []
+    videos, steps, bandwidths = [], [], []
     for i in range(cfg["runs"] + 1):                       # run 0 warms up
         log.clear()
         t = time.perf_counter()
@@ -126,8 +133,9 @@ def worker(backend: str, cfg: dict) -> dict:
         if i:
             videos.append({"latency_s": total, "stages": v.result.timings})
             steps.append(list(log))
+            bandwidths.append(machine_bandwidth(cfg["threads"], repeats=3))
     return {"backend": backend, "device": device, "videos": videos, "steps": steps,
-            "tokens": v.tokens.tolist(), "peak_rss_mb": peak_rss_mb(),
+            "copy_bandwidth": bandwidths, "tokens": v.tokens.tolist(), "peak_rss_mb": peak_rss_mb(),
             "torch_loaded": "torch" in sys.modules}
 
 
@@ -180,6 +188,11 @@ def _stage_of(run_steps: list, stages: list[str]) -> list[tuple[str, tuple]]:
 
 
 def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
+    """Per-stage figures of one worker's report. The bound divides by the copy bandwidth the worker
+    measured between its timed videos (median), so steps and bandwidth share the machine's state of
+    the moment (this VM's speed drifts by a third within minutes); `bandwidth` if it measured none."""
+    if report.get("copy_bandwidth"):
+        bandwidth = median(report["copy_bandwidth"])
     videos = report["videos"]
     stages = list(videos[0]["stages"])
     per_stage: dict[str, dict] = {}
@@ -202,6 +215,8 @@ def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
         entry["bandwidth_bound_ms"] = 1000 * nbytes / bandwidth
         out[stage] = entry
     return {"device": report["device"], "video_latency_s": median(v["latency_s"] for v in videos),
+            "copy_bandwidth_gbs": bandwidth / 1e9,
+            "copy_bandwidths_gbs": [b / 1e9 for b in report.get("copy_bandwidth", [])],
             "latencies_s": [v["latency_s"] for v in videos], "stages": out, "peak_rss_mb": report["peak_rss_mb"],
             "torch_loaded": report["torch_loaded"]}
 
@@ -218,8 +233,9 @@ def step_bytes(manifest: dict, model: str, batch: int) -> int:
 
 def markdown(result: dict) -> str:
     lines = [f"# hiergen bench: {result['frames']} frames, \"{result['prompt']}\", seed {result['seed']}, "
-             f"median of {result['runs']} runs", "",
-             f"Machine: {result['machine']}; copy bandwidth {result['copy_bandwidth_gbs']:.1f} GB/s "
+             f"median of {result['runs']} runs"
+             + (f" ({result['rounds']} rounds, the backends in turn)" if result.get("rounds", 1) > 1 else ""), "",
+             f"Machine: {result['machine']}; copy bandwidth {result['copy_bandwidth_gbs']:.1f} GB/s at the start "
              "(bytes copied per second; STREAM would count twice that); threads: "
              + str(result["threads"] or "all cores"), "",
              "| backend | video latency (s) | vs PyTorch reference | peak RSS (MB) |", "|---|---:|---:|---:|"]
@@ -233,7 +249,12 @@ def markdown(result: dict) -> str:
         lines += ["", f"`hiergen generate` (writes an MP4, torch never imported): peak RSS "
                       f"{result['generate_peak_rss_mb']:.0f} MB."]
     for name, b in result["backends"].items():
-        lines += ["", f"## {name}", "",
+        bws = b.get("copy_bandwidths_gbs") or []
+        lines += ["", f"## {name}", ""]
+        if bws:
+            lines += [f"Bound: bytes per step over {b['copy_bandwidth_gbs']:.1f} GB/s, the median copy bandwidth "
+                      f"measured after each timed video ({min(bws):.1f}-{max(bws):.1f} GB/s).", ""]
+        lines += [
                   "| stage | batch | stage (ms) | decode steps | decode step (ms) | bound (ms) | step / bound | "
                   "prefill (ms) | tokens/s |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -246,24 +267,44 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_reports(reports: list[dict]) -> dict:
+    """One backend's worker reports from several rounds as one: videos, steps and bandwidths joined,
+    the highest peak memory; the tokens must agree (same seed)."""
+    first = reports[0]
+    for r in reports[1:]:
+        if r["tokens"] != first["tokens"]:
+            raise RuntimeError(f"backend {first['backend']!r} made different tokens in two rounds with one seed")
+    return {**first, **{k: [x for r in reports for x in r.get(k, [])] for k in ("videos", "steps", "copy_bandwidth")},
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in reports),
+            "torch_loaded": any(r["torch_loaded"] for r in reports)}
+
+
 def bench(model: str | None, backends: list[str], checkpoints: str | None, vqvae: str | None, runs: int,
-          frames: int, prompt: str, seed: int, threads: int | None, rss: bool = True) -> dict:
+          frames: int, prompt: str, seed: int, threads: int | None, rss: bool = True, rounds: int = 1) -> dict:
+    """`rounds` > 1 runs the backends' workers in turn that many times (each round `runs` timed videos
+    per backend, after its own warm-up), so a drift in the machine's speed reaches every backend alike."""
     from hiergen.runtime.package import load_manifest
     from hiergen.runtime.pipeline import DEFAULT_PACKAGE
 
     model = str(model or DEFAULT_PACKAGE)
     manifest = load_manifest(model)
-    bandwidth = max(copy_bandwidth(threads=1), copy_bandwidth(threads=threads or os.cpu_count() or 1))
+    bandwidth = machine_bandwidth(threads)
     tokens: dict[str, np.ndarray] = {}
     cfg = {"model": model, "checkpoints": checkpoints, "vqvae": vqvae, "runs": runs, "frames": frames,
            "prompt": prompt, "seed": seed, "threads": threads}
+    raw: dict[str, list[dict]] = {b: [] for b in backends}
+    for r in range(rounds):
+        for b in backends:
+            print(f"bench: {b}" + (f", round {r + 1} of {rounds}" if rounds > 1 else "") + " ...",
+                  file=sys.stderr, flush=True)
+            raw[b].append(_run_worker(b, cfg))
     reports = {}
     for b in backends:
-        print(f"bench: {b} ...", file=sys.stderr, flush=True)
-        raw = _run_worker(b, cfg)
-        tokens[b] = np.array(raw["tokens"])
-        reports[b] = summarise(raw, manifest, bandwidth)
-    result = {"prompt": prompt, "frames": frames, "seed": seed, "runs": runs, "threads": threads,
+        merged = merge_reports(raw[b])
+        tokens[b] = np.array(merged["tokens"])
+        reports[b] = summarise(merged, manifest, bandwidth)
+    result = {"prompt": prompt, "frames": frames, "seed": seed, "runs": runs * rounds, "rounds": rounds,
+              "threads": threads,
               "machine": machine(), "copy_bandwidth_gbs": bandwidth / 1e9,
               "backends": reports,
               "video_latency_s": {b: r["video_latency_s"] for b, r in reports.items()}}

@@ -73,6 +73,30 @@ def test_summarise_counts_decode_steps_per_video(manifest):
             1000 * bench.step_bytes(manifest, bench.STAGE_MODEL[k], v["batch"]) / 1e10)
 
 
+def test_bound_uses_the_bandwidth_measured_between_the_workers_videos(manifest):
+    r, log = timed_run(5, seed=0)
+    report = {"device": "fake", "peak_rss_mb": 1.0, "torch_loaded": False,
+              "videos": [{"latency_s": 1.0, "stages": r.timings}] * 3, "steps": [log] * 3,
+              "copy_bandwidth": [2e10, 5e9, 1e10]}
+    s = bench.summarise(report, manifest, bandwidth=1e12)       # the start-of-run figure is not used
+    assert s["copy_bandwidth_gbs"] == 10.0 and s["copy_bandwidths_gbs"] == [20.0, 5.0, 10.0]
+    k = s["stages"]["keyframe"]
+    assert k["bandwidth_bound_ms"] == pytest.approx(1000 * bench.step_bytes(manifest, "keyframe", k["batch"]) / 1e10)
+    assert "median copy bandwidth measured after each timed video (5.0-20.0 GB/s)" in bench.markdown(
+        {"frames": 5, "prompt": "p", "seed": 0, "runs": 3, "machine": "m", "copy_bandwidth_gbs": 1000.0,
+         "threads": None, "video_latency_s": {"cpu": 1.0}, "backends": {"cpu": s}})
+
+
+def test_rounds_merge_into_one_report():
+    a = {"backend": "cpu", "device": "d", "videos": [1, 2], "steps": [[], []], "copy_bandwidth": [1.0, 2.0],
+         "tokens": [[1, 2]], "peak_rss_mb": 100.0, "torch_loaded": False}
+    b = {**a, "videos": [3], "steps": [[]], "copy_bandwidth": [3.0], "peak_rss_mb": 120.0}
+    m = bench.merge_reports([a, b])
+    assert m["videos"] == [1, 2, 3] and m["copy_bandwidth"] == [1.0, 2.0, 3.0] and m["peak_rss_mb"] == 120.0
+    with pytest.raises(RuntimeError, match="different tokens"):
+        bench.merge_reports([a, {**b, "tokens": [[1, 3]]}])
+
+
 # ------------------------------------------------------------ step_bytes
 def arena_bytes(spec, batch):
     """Every past tensor of the step graph's KV cache at `batch`, counted from the manifest's own shapes."""
@@ -169,9 +193,12 @@ def test_copy_bandwidth_is_plausible():
 
 def test_bench_end_to_end_cpu():
     t = time.perf_counter()
-    r = bench.bench(None, ["cpu"], None, None, runs=1, frames=5, prompt=PROMPT, seed=0, threads=1, rss=True)
+    r = bench.bench(None, ["cpu"], None, None, runs=1, frames=5, prompt=PROMPT, seed=0, threads=1, rss=True,
+                    rounds=2)
     took = time.perf_counter() - t
     assert set(r["video_latency_s"]) == {"cpu"} and 0 < r["video_latency_s"]["cpu"] < took
+    assert r["runs"] == 2 and len(r["backends"]["cpu"]["latencies_s"]) == 2          # one video per round
+    assert len(r["backends"]["cpu"]["copy_bandwidths_gbs"]) == 2
     assert set(r["decode_step_ms"]) == set(r["bandwidth_bound_ms"]) == {"t2i", "keyframe"}
     for d in (r["decode_step_ms"], r["bandwidth_bound_ms"]):
         assert all(math.isfinite(v) and v > 0 for v in d.values()), d

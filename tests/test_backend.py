@@ -1,0 +1,45 @@
+"""The ONNX Runtime sessions' settings that change what runs, not just how fast."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+# Writes a one-node graph (y = x * 1) and runs a denormal through it in a fresh process, so that the
+# process's first session, which sets the calling thread's flush-to-zero mode, is the one under test.
+_PROBE = """
+import json, sys
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, save
+from hiergen.runtime.backend import session
+
+folder, ours = sys.argv[1], sys.argv[2] == "ours"
+graph = helper.make_graph(
+    [helper.make_node("Mul", ["x", "one"], ["y"])], "probe",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    initializer=[helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
+save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), folder + "/probe.onnx")
+if ours:
+    sess = session(__import__("pathlib").Path(folder), {"file": "probe.onnx"}, ["CPUExecutionProvider"])
+else:
+    sess = ort.InferenceSession(folder + "/probe.onnx", providers=["CPUExecutionProvider"])
+y = sess.run(None, {"x": np.full(4, 1e-40, np.float32)})[0]
+print(json.dumps([float(v) for v in y]))
+"""
+
+
+def _probe(tmp_path, which: str) -> list[float]:
+    r = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path), which], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_sessions_flush_denormals_to_zero(tmp_path):
+    # ONNX Runtime's default keeps the denormal; hiergen's sessions flush it (masked softmax scores
+    # leave denormals that ran the interp prefill's softmax 6x slower, docs/runtime.md).
+    assert all(v > 0 for v in _probe(tmp_path, "plain"))
+    assert _probe(tmp_path, "ours") == [0.0] * 4
