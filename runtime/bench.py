@@ -16,8 +16,9 @@ Figures:
 - bandwidth_bound_ms: the bytes such a step must read (the step graph's
   weights plus its KV arena at that batch) over the machine's copy bandwidth
   (bytes copied per second by a large numpy copy, the better of one thread
-  and the bench's threads; see copy_bandwidth), measured by the worker after
-  each timed video, median: no decode step can beat it;
+  and the bench's threads; see copy_bandwidth), the median of measurements
+  taken just before and after each of the backend's workers: no decode step
+  can beat it;
 - peak_rss_mb: the workers' peak resident memory, and that of a plain
   `hiergen generate` run writing an MP4 (the product, base install).
 """
@@ -124,7 +125,7 @@ def worker(backend: str, cfg: dict) -> dict:
         device = pipe.device
     log: list = []
     pipe.models = {k: Timed(m, k, log) for k, m in pipe.models.items()}
-    videos, steps, bandwidths = [], [], []
+    videos, steps = [], []
     for i in range(cfg["runs"] + 1):                       # run 0 warms up
         log.clear()
         t = time.perf_counter()
@@ -133,9 +134,8 @@ def worker(backend: str, cfg: dict) -> dict:
         if i:
             videos.append({"latency_s": total, "stages": v.result.timings})
             steps.append(list(log))
-            bandwidths.append(machine_bandwidth(cfg["threads"], repeats=3))
     return {"backend": backend, "device": device, "videos": videos, "steps": steps,
-            "copy_bandwidth": bandwidths, "tokens": v.tokens.tolist(), "peak_rss_mb": peak_rss_mb(),
+            "tokens": v.tokens.tolist(), "peak_rss_mb": peak_rss_mb(),
             "torch_loaded": "torch" in sys.modules}
 
 
@@ -188,9 +188,10 @@ def _stage_of(run_steps: list, stages: list[str]) -> list[tuple[str, tuple]]:
 
 
 def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
-    """Per-stage figures of one worker's report. The bound divides by the copy bandwidth the worker
-    measured between its timed videos (median), so steps and bandwidth share the machine's state of
-    the moment (this VM's speed drifts by a third within minutes); `bandwidth` if it measured none."""
+    """Per-stage figures of one backend's report. The bound divides by the median copy bandwidth
+    measured just before and after each of its workers ran, so steps and bandwidth share the
+    machine's state of the moment (this VM's speed drifts by a third within minutes); `bandwidth`
+    if the report has none."""
     if report.get("copy_bandwidth"):
         bandwidth = median(report["copy_bandwidth"])
     videos = report["videos"]
@@ -253,7 +254,7 @@ def markdown(result: dict) -> str:
         lines += ["", f"## {name}", ""]
         if bws:
             lines += [f"Bound: bytes per step over {b['copy_bandwidth_gbs']:.1f} GB/s, the median copy bandwidth "
-                      f"measured after each timed video ({min(bws):.1f}-{max(bws):.1f} GB/s).", ""]
+                      f"measured just before and after its workers ({min(bws):.1f}-{max(bws):.1f} GB/s).", ""]
         lines += [
                   "| stage | batch | stage (ms) | decode steps | decode step (ms) | bound (ms) | step / bound | "
                   "prefill (ms) | tokens/s |",
@@ -293,11 +294,15 @@ def bench(model: str | None, backends: list[str], checkpoints: str | None, vqvae
     cfg = {"model": model, "checkpoints": checkpoints, "vqvae": vqvae, "runs": runs, "frames": frames,
            "prompt": prompt, "seed": seed, "threads": threads}
     raw: dict[str, list[dict]] = {b: [] for b in backends}
+    before = bandwidth
     for r in range(rounds):
         for b in backends:
             print(f"bench: {b}" + (f", round {r + 1} of {rounds}" if rounds > 1 else "") + " ...",
                   file=sys.stderr, flush=True)
-            raw[b].append(_run_worker(b, cfg))
+            rep = _run_worker(b, cfg)
+            after = machine_bandwidth(threads, repeats=3)   # here, not in the worker: its peak RSS stays its own
+            raw[b].append({**rep, "copy_bandwidth": [before, after]})
+            before = after
     reports = {}
     for b in backends:
         merged = merge_reports(raw[b])
