@@ -125,10 +125,12 @@ def build_package(models: dict[Kind, DualTransformer], vq: VQVAE, tokenizer: Tex
         fragments = {}
         for name, contract, graph, sample in jobs:
             proto = export_fragment(graph, contract, sample)
+            read = read_bytes(proto)
             weight_bytes = weights.externalise(proto)
             onnx.save_model(proto, tmp / f"{name}.onnx")
             fragments[name] = {"file": f"{name}.onnx", **contract.to_dict(), "precision": "fp32",
-                               "weight_bytes": weight_bytes,      # what one run reads of weights (hiergen bench)
+                               "weight_bytes": weight_bytes,      # every initializer of the graph
+                               "read_bytes": read,                # what one run must read of them (hiergen bench)
                                "sha256": sha256(tmp / f"{name}.onnx")}
         for k in Kind:
             fragments[step.name(k)]["prefill"] = step.prefill_name(k)
@@ -147,6 +149,31 @@ def build_package(models: dict[Kind, DualTransformer], vq: VQVAE, tokenizer: Tex
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+_GATHERS = {"Gather", "GatherND", "GatherElements"}
+
+
+def read_bytes(proto: onnx.ModelProto) -> dict[str, int]:
+    """The initializer bytes one run of a graph must read: {"fixed": ..., "per_sequence": ...}.
+
+    A table that only Gathers read (embeddings, position and mask tables) costs one innermost row
+    per sequence and use, not its size: a decode step looks up one row; every other initializer
+    is read whole. hiergen bench adds the KV arena to get the bytes of a decode step.
+    """
+    uses: dict[str, list[tuple[str, int]]] = {}
+    for node in proto.graph.node:
+        for i, name in enumerate(node.input):
+            uses.setdefault(name, []).append((node.op_type, i))
+    fixed = per_sequence = 0
+    for t in proto.graph.initializer:
+        data = numpy_helper.to_array(t)
+        used = uses.get(t.name, [])
+        if used and all(op in _GATHERS and i == 0 for op, i in used):
+            per_sequence += len(used) * data.itemsize * (data.shape[-1] if data.ndim else 1)
+        else:
+            fixed += data.nbytes
+    return {"fixed": fixed, "per_sequence": per_sequence}
 
 
 def _source_digest(models, vq) -> str:

@@ -13,8 +13,9 @@ Figures:
 - video_latency_s: median whole-video latency (tokens and pixels, no file IO);
 - speedup_vs_torch: the PyTorch reference's median over the backend's;
 - decode_step_ms: median time of a decode step (one new token per sequence) per stage;
-- bandwidth_bound_ms: the bytes such a step must read (the step graph's
-  weights plus its KV arena at that batch) over the machine's copy bandwidth
+- bandwidth_bound_ms: the bytes such a step must read (the decode graph's
+  weights, a lookup table one row per sequence, plus its KV arena at that
+  batch) over the machine's copy bandwidth
   (bytes copied per second by a large numpy copy, the better of one thread
   and the bench's threads; see copy_bandwidth), the median of measurements
   taken just before and after each of the backend's workers: no decode step
@@ -223,13 +224,17 @@ def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
 
 
 def step_bytes(manifest: dict, model: str, batch: int) -> int:
-    """Bytes a decode step reads: the decode graph's weights and its KV arena (every past tensor) at `batch`."""
+    """Bytes a decode step must read: the decode graph's weights (a lookup table one row per sequence,
+    the manifest's read_bytes; all its initializers for a package that predates them) and its KV arena
+    (every past tensor) at `batch`."""
     spec = manifest["fragments"][f"{model}_step"]
     spec = manifest["fragments"].get(spec.get("decode"), spec)       # the graph decode steps run
     shapes = {t["name"]: t["shape"] for t in spec["inputs"]}
     kv = sum(int(np.prod([batch if d == "batch" else d for d in shapes[past]])) * 4
              for past, _ in spec["kv_cache"]["pairs"])
-    return int(spec.get("weight_bytes", 0)) + kv
+    read = spec.get("read_bytes")
+    weights = read["fixed"] + batch * read["per_sequence"] if read else int(spec.get("weight_bytes", 0))
+    return weights + kv
 
 
 def markdown(result: dict) -> str:

@@ -114,13 +114,16 @@ def arena_bytes(spec, batch):
 def test_step_bytes_is_weights_plus_the_kv_arena(manifest, model):
     spec = manifest["fragments"][f"{model}_decode"]          # the graph a decode step runs
     assert manifest["fragments"][f"{model}_step"]["decode"] == f"{model}_decode"
-    weights = spec["weight_bytes"]
+    read = spec["read_bytes"]
+    # every weight matrix is read whole; lookup tables a row per sequence, far less than their size
+    assert 0 < read["per_sequence"] < read["fixed"] < spec["weight_bytes"]
     for batch in (1, 2, 8):
+        weights = read["fixed"] + batch * read["per_sequence"]
         assert bench.step_bytes(manifest, model, batch) == weights + arena_bytes(spec, batch)
-    # linear in the batch, and the weights alone at batch 0
+    # linear in the batch, and the fixed weights alone at batch 0
     b1, b2, b5 = (bench.step_bytes(manifest, model, b) for b in (1, 2, 5))
     assert b5 - b2 == 3 * (b2 - b1) > 0
-    assert bench.step_bytes(manifest, model, 0) == weights
+    assert bench.step_bytes(manifest, model, 0) == read["fixed"]
     # attention-base reads a frame-local block (text + one frame), attention-plus every slot
     cfg = manifest["model_config"]
     block, seq = cfg["text_len"] + cfg["grid"] ** 2, cfg["text_len"] + cfg["n_frames"] * cfg["grid"] ** 2
@@ -133,10 +136,11 @@ def test_step_bytes_is_weights_plus_the_kv_arena(manifest, model):
     assert arena_bytes(spec, 1) == t2i * (1 if model == "t2i" else 1 + seq / block)
 
 
-def test_step_bytes_adds_the_fragments_weight_bytes(manifest):
-    fake = {"fragments": {"keyframe_step": {**manifest["fragments"]["keyframe_step"], "weight_bytes": 12345}}}
-    spec = fake["fragments"]["keyframe_step"]
-    assert bench.step_bytes(fake, "keyframe", 3) == 12345 + arena_bytes(spec, 3)
+def test_step_bytes_adds_the_fragments_read_bytes(manifest):
+    spec = {**manifest["fragments"]["keyframe_step"], "read_bytes": {"fixed": 12345, "per_sequence": 10}}
+    assert bench.step_bytes({"fragments": {"keyframe_step": spec}}, "keyframe", 3) == 12375 + arena_bytes(spec, 3)
+    older = {k: v for k, v in spec.items() if k != "read_bytes"} | {"weight_bytes": 999}   # before read_bytes
+    assert bench.step_bytes({"fragments": {"keyframe_step": older}}, "keyframe", 3) == 999 + arena_bytes(spec, 3)
 
 
 def test_manifest_weight_bytes_are_the_step_graphs_initializers(manifest):

@@ -19,7 +19,7 @@ from hiergen.config import Kind, ModelConfig  # noqa: E402
 from hiergen.export import check  # noqa: E402
 from hiergen.export.fragments import step  # noqa: E402
 from hiergen.export.parity import OrtStep  # noqa: E402
-from hiergen.export.package import ExportError, build_package  # noqa: E402
+from hiergen.export.package import ExportError, build_package, read_bytes  # noqa: E402
 from hiergen.runtime.package import FRAGMENTS  # noqa: E402
 from hiergen.tokenizer import TextTokenizer  # noqa: E402
 from hiergen.training.generate import TorchStepModel  # noqa: E402
@@ -201,6 +201,20 @@ def test_backbone_stored_once(tiny):
     assert weights < once + 0.5 * backbone
     for name in FRAGMENTS:
         session(pkg, name)      # every graph loads its share of the one weights file
+
+
+def test_read_bytes_counts_a_lookup_table_as_rows():
+    from onnx import TensorProto, helper, numpy_helper
+    table = numpy_helper.from_array(np.zeros((100, 8), np.float32), "table")      # Gathers only: 8 floats a use
+    w = numpy_helper.from_array(np.zeros((8, 8), np.float32), "w")                # MatMul: read whole
+    both = numpy_helper.from_array(np.zeros((8, 8), np.float32), "both")          # a Gather and a MatMul: whole
+    nodes = [helper.make_node("Gather", ["table", "i"], ["e"]), helper.make_node("Gather", ["table", "i"], ["e2"]),
+             helper.make_node("Add", ["e", "e2"], ["s"]), helper.make_node("MatMul", ["s", "w"], ["m"]),
+             helper.make_node("Gather", ["both", "i"], ["g"]), helper.make_node("MatMul", ["m", "both"], ["m2"]),
+             helper.make_node("Add", ["m2", "g"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("i", TensorProto.INT64, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [table, w, both])
+    assert read_bytes(helper.make_model(graph)) == {"fixed": 2 * 8 * 8 * 4, "per_sequence": 2 * 8 * 4}
 
 
 def test_package_checks(tiny):

@@ -347,8 +347,11 @@ class LookupTables(nn.Module):
         # written cache slot: the tables without the diagonal are its whole mask (decode_biases).
         assert all(t.diagonal().all() for t in tables), "a token that cannot see itself: no decode tables"
         own = block_slot[:, None] == j[None]
-        self.register_buffer("decode_visible", torch.stack(tables) & ~torch.eye(cfg.seq_len, dtype=torch.bool),
-                             persistent=False)
+        # one buffer per table: a decode step then gathers a row of it, not first a whole table
+        self.decode_plus = sorted(self._plus_tables())
+        for i in self.decode_plus:
+            self.register_buffer(f"decode_visible_{i}", tables[i] & ~torch.eye(cfg.seq_len, dtype=torch.bool),
+                                 persistent=False)
         self.register_buffer("decode_base_block", base_block & ~own, persistent=False)
         self.register_buffer("block_slot", block_slot, persistent=False)
         self.register_buffer("seq_slots", codes, persistent=False)
@@ -395,8 +398,8 @@ class LookupTables(nn.Module):
         """Per layer, per channel: the bias over the cache (B, 1, 1, S) of a decode step (codes (B, 1)):
         the query's table row without its own slot (LookupTables: frame-local for attention-base)."""
         out = {self.layout[0][0]: mask_bias(self.decode_base_block[codes])}
-        for i in self._plus_tables():
-            out[i] = mask_bias(self.decode_visible[i][codes])
+        for i in self.decode_plus:
+            out[i] = mask_bias(getattr(self, f"decode_visible_{i}")[codes])
         return self._by_layer(out)
 
 
