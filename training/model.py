@@ -420,7 +420,7 @@ def decode_step(model: DualTransformer, tables: LookupTables, tokens: torch.Tens
         for attn, bias, cache in zip((block.base, block.plus), biases, caches):
             if attn is None:
                 continue
-            q, k, v = _rows(h, attn.qkv).reshape(B, 3, H, 1, hd).unbind(1)       # (B, H, 1, hd) each
+            q, k, v = _rows(h, attn.qkv).reshape(B, 3 * H, 1, hd).split(H, dim=1)  # (B, H, 1, hd) each, no Squeeze
             k_cache, v_cache = cache
             q = q * hd ** -0.5
             scores = torch.cat([q @ k_cache.transpose(-1, -2) + bias, (q * k).sum(-1, keepdim=True)], dim=-1)
