@@ -12,6 +12,11 @@ Two kinds of past tensor (export/fragments/step.py):
   (written into every block) followed by the frame's. A step is handed the
   block of the frame it writes: when a decode step enters a new frame, the
   arena rebinds those inputs (one pointer per tensor, no copy).
+The interpolation model's decode graph reads its attention-plus tensors as
+Swin-window blocks (kv_cache.window_local, hiergen/windows.py): the arena keeps
+one block per window besides the sequence tensor (which the step graph reads),
+writes every new key/value into both, and binds the block of the window a
+decode step is in, per layer parity.
 
 HostArena (CPU execution provider): numpy blocks; ONNX Runtime reads the
     bound host memory in place, and the new keys/values land in bound host
@@ -38,6 +43,8 @@ from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
+
+from hiergen.windows import layouts
 
 HOST_TO_DEVICE, DEVICE_TO_DEVICE = 1, 3      # cudaMemcpyKind
 
@@ -116,6 +123,35 @@ class _Layout:
         self.local = [i for i, (past, _) in enumerate(model.pairs) if past in model.frame_local]
         self.seq = [i for i in range(len(model.pairs)) if i not in self.local]
         self.frame = 0                                  # the block bound to the frame-local inputs
+        wl = getattr(model, "window_local", {})
+        self.windowed = {i: wl[past] for i, (past, _) in enumerate(model.pairs) if past in wl}   # pair -> parity
+        self.layouts = layouts(self.L, model.grid, self.n_blocks, model.window) if self.windowed else ()
+        self.window = [0, 0]                            # the block bound per layer parity
+        # per parity: (window, block slot) of every code, as lists for a decode step's scalar lookups
+        self._place = [tuple(a.tolist() for a in lay.place(np.arange(lay.seq_len))) for lay in self.layouts]
+        self.wpairs = [[i for i, p in self.windowed.items() if p == parity] for parity in range(len(self.layouts))]
+
+    def _windows_at(self, code: int) -> list[tuple[int, int]]:
+        """Per layer parity (window, block slot) of a decode step at `code` (window -1: the text, in every
+        block); rebinds the window-local inputs of a parity whose window is new."""
+        out = []
+        for parity, (windows, slots) in enumerate(self._place):
+            w, slot = windows[code], slots[code]
+            if w >= 0 and w != self.window[parity]:
+                self._bind_window(parity, w)
+            out.append((w, slot))
+        return out
+
+    def window_placements(self, parity: int, slots: np.ndarray) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+        """Where keys/values at `slots` go in a parity's window blocks: (windows, block slots, indices into
+        slots); text slots go to every window."""
+        lay = self.layouts[parity]
+        window, at = lay.place(slots)
+        idx = np.arange(len(slots))
+        out = [(list(range(lay.n_windows)), at[window < 0], idx[window < 0])] if (window < 0).any() else []
+        for w in np.unique(window[window >= 0]):
+            out.append(([int(w)], at[window == w], idx[window == w]))
+        return out
 
     def frame_of(self, codes: np.ndarray) -> int:
         """The one frame the image codes of a step are in (the bound frame for a text-only step)."""
@@ -183,21 +219,38 @@ class HostArena(_Layout):
             _bind_host(io.bind_input, name, arr)
         _bind_host(io.bind_output, model.logits_name, self.logits)
         for j, i in enumerate(self.seq):
-            _bind_host(io.bind_input, model.pairs[i][0], self.kv[j])
+            if i not in self.windowed:
+                _bind_host(io.bind_input, model.pairs[i][0], self.kv[j])
             _bind_host(io.bind_output, model.pairs[i][1], self.new_seq[j])
         for j, i in enumerate(self.local):
             _bind_host(io.bind_output, model.pairs[i][1], self.new_local[j])
+        # window blocks per layer parity, one array for its pairs: (n_pairs, n_windows, B, H, block_len, hd)
+        self.wblocks = [np.zeros((len(pairs), lay.n_windows,
+                                  *_shape(model.window_shapes[model.pairs[pairs[0]][0]], batch)), np.float32)
+                        for lay, pairs in zip(self.layouts, self.wpairs)]
+        self.wseq = [np.array([self.seq.index(i) for i in pairs]) for pairs in self.wpairs]
+        # OrtValues over each block (sharing its memory): rebinding one costs a sixth of a bind_input
+        self.wvalues = [[[ort.OrtValue.ortvalue_from_numpy(b[k, w]) for w in range(b.shape[1])]
+                         for k in range(b.shape[0])] for b in self.wblocks]
         self.io = io
         self._bind_frame(0)
+        for parity in range(len(self.layouts)):
+            self._bind_window(parity, 0)
 
     def _bind_frame(self, f: int) -> None:
         for j, i in enumerate(self.local):
             _bind_host(self.io.bind_input, self.model.pairs[i][0], self.blocks[j, f])
         self.frame = f
 
+    def _bind_window(self, parity: int, w: int) -> None:
+        for k, i in enumerate(self.wpairs[parity]):
+            self.io.bind_ortvalue_input(self.model.pairs[i][0], self.wvalues[parity][k][w])
+        self.window[parity] = w
+
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         code = int(codes[0, 0])
         blocks, slot = self._decode_at(code)
+        wins = self._windows_at(code) if self.windowed else ()
         self.tokens[...] = tokens
         self.codes[...] = codes
         self.model.decode.run_with_iobinding(self.io)
@@ -205,6 +258,9 @@ class HostArena(_Layout):
         if self.seq:
             self.kv[:, :, :, code] = self.new_seq[:, :, :, 0]
         self.blocks[:, blocks, :, :, slot] = self.new_local[:, None, :, :, 0]
+        for parity, (w, at) in enumerate(wins):
+            self.wblocks[parity][:, slice(None) if w < 0 else w, :, :, at] = \
+                self.new_seq[self.wseq[parity], :, :, 0][:, None] if w < 0 else self.new_seq[self.wseq[parity], :, :, 0]
         return self.logits
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
@@ -227,11 +283,22 @@ class HostArena(_Layout):
                     part = new[i][:, :, src:src + n]
                     for f in frames:
                         self.blocks[j, f, :, :, first:first + n] = part
+        for parity, pairs in enumerate(self.wpairs):
+            for windows, at, idx in self.window_placements(parity, slots):
+                part = np.stack([new[i][:, :, idx] for i in pairs])       # (n_pairs, B, H, n, hd)
+                if len(windows) == 1:    # one window's view first: an int and an array index would move axes
+                    self.wblocks[parity][:, windows[0]][..., at, :] = part
+                else:
+                    self.wblocks[parity][..., at, :] = part[:, None]
         self.written = True
 
     def host_kv(self) -> np.ndarray:
         """Every pair in sequence layout, (n_pairs, B, H, seq_len, hd): for tests and debugging."""
         return self.full(list(self.kv), [list(b) for b in self.blocks])
+
+    def host_windows(self) -> dict[int, np.ndarray]:
+        """The window blocks of the window-local pairs, pair index -> (n_windows, B, H, block_len, hd)."""
+        return {i: self.wblocks[p][k].copy() for p, pairs in enumerate(self.wpairs) for k, i in enumerate(pairs)}
 
 
 class DeviceArena(_Layout):
@@ -254,29 +321,48 @@ class DeviceArena(_Layout):
         io = model.decode.io_binding()
         _bind_host(io.bind_output, model.logits_name, self.logits)          # logits come back to the host
         for j, i in enumerate(self.seq):
-            io.bind_ortvalue_input(model.pairs[i][0], self.kv[j])
+            if i not in self.windowed:
+                io.bind_ortvalue_input(model.pairs[i][0], self.kv[j])
         for (_, new_name), nv in zip(model.pairs, self.new):
             io.bind_ortvalue_output(new_name, nv)
+        self.wblocks = {}                                   # window-local pairs: one block per window
+        for i, p in self.windowed.items():
+            shape = _shape(model.window_shapes[model.pairs[i][0]], batch)
+            self._host += [np.zeros(shape, np.float32) for _ in range(self.layouts[p].n_windows)]
+            self.wblocks[i] = [ort.OrtValue.ortvalue_from_numpy(h, device, device_id)
+                               for h in self._host[-self.layouts[p].n_windows:]]
         self.io = io
         self._bind_frame(0)
+        for parity in range(len(self.layouts)):
+            self._bind_window(parity, 0)
         self.rows = new[0] * new[1]                         # B * n_head: one row per (sequence, head)
         self.item = new[3] * 4                              # bytes of one slot (head_dim floats)
         self.n_slots = {i: model.past_shapes[model.pairs[i][0]][2] for i in range(len(model.pairs))}
+        self.window_slots = self.layouts[0].block_len if self.layouts else 0
 
     def _bind_frame(self, f: int) -> None:
         for j, i in enumerate(self.local):
             self.io.bind_ortvalue_input(self.model.pairs[i][0], self.blocks[j][f])
         self.frame = f
 
-    def _copy(self, i: int, dst, slot: int, src: int, src_slot: int, src_slots: int, n: int, kind: int) -> None:
-        """n consecutive slots of pair i: src (src_slots per row, from src_slot) -> dst (from slot)."""
-        self.copier.copy2d(dst.data_ptr() + slot * self.item, self.n_slots[i] * self.item,
+    def _bind_window(self, parity: int, w: int) -> None:
+        for i, p in self.windowed.items():
+            if p == parity:
+                self.io.bind_ortvalue_input(self.model.pairs[i][0], self.wblocks[i][w])
+        self.window[parity] = w
+
+    def _copy(self, i: int, dst, slot: int, src: int, src_slot: int, src_slots: int, n: int, kind: int,
+              dst_slots: int | None = None) -> None:
+        """n consecutive slots of pair i: src (src_slots per row, from src_slot) -> dst (dst_slots per row,
+        default pair i's past tensor's, from slot)."""
+        self.copier.copy2d(dst.data_ptr() + slot * self.item, (dst_slots or self.n_slots[i]) * self.item,
                            src + src_slot * self.item, src_slots * self.item, n * self.item, self.rows, kind)
 
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         m = self.model
         code = int(codes[0, 0])
         blocks, slot = self._decode_at(code)
+        wins = self._windows_at(code) if self.windowed else ()
         self.io.bind_cpu_input(m.tokens_name, np.ascontiguousarray(tokens))   # copied up at bind time
         self.io.bind_cpu_input(m.codes_name, np.ascontiguousarray(codes))
         m.decode.run_with_iobinding(self.io)
@@ -287,6 +373,10 @@ class DeviceArena(_Layout):
         for j, i in enumerate(self.local):
             for block in self.blocks[j][blocks]:
                 self._copy(i, block, slot, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE)
+        for i, parity in self.windowed.items():
+            w, at = wins[parity]
+            for block in (self.wblocks[i] if w < 0 else [self.wblocks[i][w]]):
+                self._copy(i, block, at, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE, self.window_slots)
         return self.logits
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
@@ -318,7 +408,18 @@ class DeviceArena(_Layout):
                 for first, src, n in _runs(at, idx):
                     for g in frames:
                         self._copy(i, self.blocks[j][g], first, arr.ctypes.data, src, T, n, HOST_TO_DEVICE)
+        for i, parity in self.windowed.items():
+            arr = np.ascontiguousarray(new[i], np.float32)
+            for windows, at, idx in self.window_placements(parity, slots):
+                for first, src, n in _runs(at, idx):
+                    for w in windows:
+                        self._copy(i, self.wblocks[i][w], first, arr.ctypes.data, src, T, n, HOST_TO_DEVICE,
+                                   self.window_slots)
         self.written = True
+
+    def host_windows(self) -> dict[int, np.ndarray]:
+        """The window blocks copied to the host, pair index -> (n_windows, B, H, block_len, hd)."""
+        return {i: np.stack([b.numpy() for b in blocks]) for i, blocks in self.wblocks.items()}
 
     def host_kv(self) -> np.ndarray:
         """The arena copied to the host, every pair in sequence layout (n_pairs, B, H, seq_len, hd)."""

@@ -66,6 +66,11 @@ class OrtStepModel:
         self.prefill = session(pkg, manifest["fragments"][pre], providers, threads) if pre else None
         dec = spec.get("decode")          # the step graph at new_tokens = 1, fewer nodes: what the arenas bind
         self.decode = session(pkg, manifest["fragments"][dec], providers, threads) if dec else self.sess
+        dec_spec = manifest["fragments"][dec] if dec else spec
+        # past inputs the decode graph reads as Swin-window blocks (hiergen/windows.py) -> layer parity
+        self.window_local = {k: int(v) for k, v in dec_spec["kv_cache"].get("window_local", {}).items()}
+        self.window_shapes = {t["name"]: t["shape"] for t in dec_spec["inputs"] if t["name"] in self.window_local}
+        self.window = cfg["window"]
         self.tokens_name, self.codes_name = spec["inputs"][0]["name"], spec["inputs"][1]["name"]
         self.logits_name = spec["outputs"][0]["name"]
         self.pairs = [tuple(p) for p in spec["kv_cache"]["pairs"]]

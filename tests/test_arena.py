@@ -85,6 +85,66 @@ def test_a_step_through_the_step_graph_writes_one_frame(keyframe, arena):
         keyframe.step(tokens[:, L:], codes[:, L:], cache)
 
 
+@pytest.fixture(scope="module")
+def interp():
+    m = load_manifest(DEFAULT_PACKAGE)
+    return OrtStepModel(DEFAULT_PACKAGE, m, "interp_step", ["CPUExecutionProvider"], threads=1)
+
+
+def _interp_drive(model, arena, steps=10):
+    """An interpolation prefill (text, given frames 1, 3, 5), then greedy decode steps of frame 2 across
+    window borders; per step the decode logits and the step graph's on the same arena, before the write."""
+    rng = np.random.default_rng(1)
+    B, P, L = arena.batch, model.grid ** 2, model.text_len
+    codes = np.concatenate([np.arange(L)] + [L + f * P + np.arange(P) for f in (0, 2, 4)])
+    tokens = np.concatenate([rng.integers(1, 20, (B, L))] + [
+        np.concatenate([np.full((B, 1), model.image_vocab), rng.integers(0, model.image_vocab, (B, P - 1))], 1)
+        for _ in range(3)], 1)
+    model.step(tokens.astype(np.int64), np.tile(codes, (B, 1)).astype(np.int64), arena)
+    prev, pairs = np.full((B, 1), model.image_vocab, np.int64), []
+    names = [model.logits_name, *model.new_names]
+    for w in range(steps):
+        code = np.full((B, 1), L + P + w, np.int64)
+        through_step = arena.run_past(model.sess, prev, code, names)[0]
+        logits = model.step(prev, code, arena).copy()
+        pairs.append((logits, through_step))
+        prev = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
+    return pairs
+
+
+def test_interp_decode_reads_window_blocks(interp):
+    """The interpolation model's decode graph reads attention-plus from Swin-window blocks (91 slots, not
+    331): the same logits as the step graph over the whole sequence; every block holds the text and its
+    window's keys/values, copied from the sequence tensor the step graph reads."""
+    from hiergen.windows import layouts
+    assert set(interp.window_local.values()) == {0, 1}
+    assert all("_plus_" in past for past in interp.window_local)
+    lays = layouts(interp.text_len, interp.grid, interp.n_frames, interp.window)
+    assert all(shape[2] == lays[0].block_len < interp.past_shapes[past][2]
+               for past, shape in interp.window_shapes.items())
+    host = HostArena(interp, 2)
+    for logits, through_step in _interp_drive(interp, host):
+        assert np.allclose(logits, through_step, atol=1e-5)
+    full = host.host_kv()
+    for i, blocks in host.host_windows().items():
+        held = lays[host.windowed[i]].block_codes()                     # (n_windows, block_len)
+        assert blocks.shape[0] == len(held)
+        for w, codes in enumerate(held):
+            assert np.array_equal(blocks[w][:, :, codes >= 0], full[i][:, :, codes[codes >= 0]])
+            assert not blocks[w][:, :, codes < 0].any()                 # slots outside the grid stay empty
+    assert np.abs(full).sum() > 0
+
+
+def test_interp_device_arena_matches_the_host_arena(interp):
+    host = HostArena(interp, 2)
+    dev = DeviceArena(interp, 2, device="cpu", copier=HostCopier())
+    a, b = _interp_drive(interp, host), _interp_drive(interp, dev)
+    assert all(np.array_equal(x[0], y[0]) for x, y in zip(a, b))
+    assert np.array_equal(dev.host_kv(), host.host_kv())
+    hw, dw = host.host_windows(), dev.host_windows()
+    assert hw.keys() == dw.keys() and all(np.array_equal(hw[i], dw[i]) for i in hw)
+
+
 def test_cuda_copier_copies_or_reports_the_cuda_error():
     """Where a CUDA runtime exists, cudaMemcpy2D is called with the right signature: a host-to-host copy
     either lands (a GPU is present) or fails with CUDA's error number (no device); without one, the

@@ -127,13 +127,17 @@ def test_step_bytes_is_weights_plus_the_kv_arena(manifest, model):
     # attention-base reads a frame-local block (text + one frame), attention-plus every slot
     cfg = manifest["model_config"]
     block, seq = cfg["text_len"] + cfg["grid"] ** 2, cfg["text_len"] + cfg["n_frames"] * cfg["grid"] ** 2
+    # and the interpolation model's attention-plus a Swin window's block (text + 5 frames x 4 x 4 slots)
+    window_block = cfg["text_len"] + cfg["n_frames"] * cfg["window"] ** 2
     inputs = {t["name"]: t for t in spec["inputs"]}
-    local = set(spec["kv_cache"]["frame_local"])
+    local, windowed = set(spec["kv_cache"]["frame_local"]), spec["kv_cache"].get("window_local", {})
     for past, _ in spec["kv_cache"]["pairs"]:
         assert ("_base_" in past) == (past in local)
-        assert inputs[past]["shape"][2] == (block if past in local else seq)
+        assert (past in windowed) == (model == "interp" and "_plus_" in past)
+        assert inputs[past]["shape"][2] == (block if past in local else window_block if past in windowed else seq)
     t2i = arena_bytes(manifest["fragments"]["t2i_decode"], 1)
-    assert arena_bytes(spec, 1) == t2i * (1 if model == "t2i" else 1 + seq / block)
+    plus = {"t2i": 0, "keyframe": seq, "interp": window_block}[model]
+    assert arena_bytes(spec, 1) == t2i * (1 + plus / block)
 
 
 def test_step_bytes_adds_the_fragments_read_bytes(manifest):

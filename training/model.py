@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from hiergen.config import Kind, ModelConfig
+from hiergen.windows import layouts
 from hiergen.training.masks import base_visible, decode, plus_visible
 
 
@@ -349,9 +351,15 @@ class LookupTables(nn.Module):
         own = block_slot[:, None] == j[None]
         # one buffer per table: a decode step then gathers a row of it, not first a whole table
         self.decode_plus = sorted(self._plus_tables())
+        parity = {}
+        for layer, idx in enumerate(self.layout):
+            if idx[1] is not None:
+                parity.setdefault(idx[1], layer % 2)
         for i in self.decode_plus:
-            self.register_buffer(f"decode_visible_{i}", tables[i] & ~torch.eye(cfg.seq_len, dtype=torch.bool),
-                                 persistent=False)
+            row = tables[i] & ~torch.eye(cfg.seq_len, dtype=torch.bool)
+            if model.kind == Kind.INTERP:      # over the query's window block (hiergen/windows.py), not every slot
+                row = _window_rows(tables[i], layouts(L, cfg.grid, cfg.n_frames, cfg.window)[parity[i]])
+            self.register_buffer(f"decode_visible_{i}", row, persistent=False)
         self.register_buffer("decode_base_block", base_block & ~own, persistent=False)
         self.register_buffer("block_slot", block_slot, persistent=False)
         self.register_buffer("seq_slots", codes, persistent=False)
@@ -401,6 +409,17 @@ class LookupTables(nn.Module):
         for i in self.decode_plus:
             out[i] = mask_bias(getattr(self, f"decode_visible_{i}")[codes])
         return self._by_layer(out)
+
+
+def _window_rows(visible: torch.Tensor, layout) -> torch.Tensor:
+    """(seq_len, block_len) decode rows of an attention-plus table over each query's window block
+    (hiergen/windows.py), the query's own slot removed; refuses a table that sees outside the block."""
+    codes = np.arange(layout.seq_len)
+    window, slot = layout.place(codes)
+    held = torch.from_numpy(layout.block_codes()[np.maximum(window, 0)])           # (seq_len, block_len)
+    rows = visible.gather(1, held.clamp(min=0)) & (held >= 0)
+    assert torch.equal(rows.sum(1), visible.sum(1)), "attention-plus sees outside its window: no window-local cache"
+    return rows & (torch.arange(layout.block_len)[None] != torch.from_numpy(slot)[:, None])
 
 
 def decode_step(model: DualTransformer, tables: LookupTables, tokens: torch.Tensor, codes: torch.Tensor,

@@ -35,7 +35,9 @@ class Contract:
     kv_cache: (past input, new output) pairs of a step graph: the runtime keeps
     each past tensor in its arena and writes the paired output into it at the
     step's slots along kv_slot_axis; kv_frame_local: the past inputs that hold
-    one frame's block (text slots, then the frame's) instead of every slot.
+    one frame's block (text slots, then the frame's) instead of every slot;
+    kv_window_local: past input -> layer parity, the inputs that hold one Swin
+    window's block (hiergen/windows.py) instead of every slot.
     """
     name: str
     inputs: tuple[TensorSpec, ...]
@@ -45,6 +47,7 @@ class Contract:
     kv_cache: tuple[tuple[str, str], ...] = ()
     kv_slot_axis: int = 2
     kv_frame_local: tuple[str, ...] = ()
+    kv_window_local: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         for spec in self.inputs + self.outputs:
@@ -57,8 +60,10 @@ class Contract:
         for past, new in self.kv_cache:
             if past not in self.input_names or new not in self.output_names:
                 raise ValueError(f"{self.name}: kv_cache pair ({past}, {new}) names no input/output")
-        if not set(self.kv_frame_local) <= {past for past, _ in self.kv_cache}:
-            raise ValueError(f"{self.name}: kv_frame_local names a tensor that is not a kv_cache past input")
+        pasts = {past for past, _ in self.kv_cache}
+        if not set(self.kv_frame_local) <= pasts or not {p for p, _ in self.kv_window_local} <= pasts:
+            raise ValueError(f"{self.name}: kv_frame_local or kv_window_local names a tensor that is not a "
+                             "kv_cache past input")
 
     @property
     def input_names(self) -> list[str]:
@@ -85,7 +90,8 @@ class Contract:
              "profiles": self.profiles()}
         if self.kv_cache:
             d["kv_cache"] = {"pairs": [list(p) for p in self.kv_cache], "slot_axis": self.kv_slot_axis,
-                             "frame_local": list(self.kv_frame_local)}
+                             "frame_local": list(self.kv_frame_local),
+                             "window_local": dict(self.kv_window_local)}
         return d
 
 

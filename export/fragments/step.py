@@ -36,6 +36,7 @@ import torch
 
 from hiergen.config import Kind, ModelConfig
 from hiergen.export.fragments.contract import Contract, TensorSpec
+from hiergen.windows import layouts
 from hiergen.training.model import DualTransformer, LookupTables, decode_step
 
 MAX_BATCH = 8      # 2 x 4 sequences with classifier-free guidance
@@ -89,15 +90,30 @@ def prefill_contract(cfg: ModelConfig, kind: Kind) -> Contract:
                     sample_axes=c.sample_axes)
 
 
+def window_local(cfg: ModelConfig, kind: Kind) -> dict[str, int]:
+    """Past inputs of the decode graph held as Swin-window blocks -> layer parity: the interpolation
+    model's attention-plus (hiergen/windows.py; LookupTables checks that nothing outside is seen)."""
+    if Kind(kind) != Kind.INTERP:
+        return {}
+    return {f"past_{n}": int(n.rsplit("_", 1)[1]) % 2 for n in cache_names(cfg, kind) if "_plus_" in n}
+
+
 def decode_contract(cfg: ModelConfig, kind: Kind) -> Contract:
-    """The step graph's contract with new_tokens fixed at 1."""
+    """The step graph's contract with new_tokens fixed at 1; the interpolation model's attention-plus
+    caches are window blocks (window_local) instead of every slot."""
     c = contract(cfg, kind)
+    windowed = window_local(cfg, kind)
+    block = layouts(cfg.text_len, cfg.grid, cfg.n_frames, cfg.window)[0].block_len
 
     def one(spec: TensorSpec) -> TensorSpec:
-        return TensorSpec(spec.name, spec.dtype, tuple(1 if d == "new_tokens" else d for d in spec.shape))
+        shape = tuple(1 if d == "new_tokens" else d for d in spec.shape)
+        if spec.name in windowed:
+            shape = shape[:2] + (block,) + shape[3:]
+        return TensorSpec(spec.name, spec.dtype, shape)
     return Contract(decode_name(kind), inputs=tuple(map(one, c.inputs)), outputs=tuple(map(one, c.outputs)),
                     axes={"batch": c.axes["batch"]}, sample_axes={"batch": c.sample_axes["batch"]},
-                    kv_cache=c.kv_cache, kv_frame_local=c.kv_frame_local)
+                    kv_cache=c.kv_cache, kv_frame_local=c.kv_frame_local,
+                    kv_window_local=tuple(windowed.items()))
 
 
 def decode_sample(cfg: ModelConfig, kind: Kind) -> dict[str, torch.Tensor]:
