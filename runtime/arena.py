@@ -259,8 +259,11 @@ class HostArena(_Layout):
             self.kv[:, :, :, code] = self.new_seq[:, :, :, 0]
         self.blocks[:, blocks, :, :, slot] = self.new_local[:, None, :, :, 0]
         for parity, (w, at) in enumerate(wins):
-            self.wblocks[parity][:, slice(None) if w < 0 else w, :, :, at] = \
-                self.new_seq[self.wseq[parity], :, :, 0][:, None] if w < 0 else self.new_seq[self.wseq[parity], :, :, 0]
+            new = self.new_seq[self.wseq[parity], :, :, 0]                     # (n_pairs, B, H, hd)
+            if w < 0:
+                self.wblocks[parity][:, :, :, :, at] = new[:, None]             # the text: every window
+            else:
+                self.wblocks[parity][:, w, :, :, at] = new
         return self.logits
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:

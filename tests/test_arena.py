@@ -135,6 +135,17 @@ def test_interp_decode_reads_window_blocks(interp):
     assert np.abs(full).sum() > 0
 
 
+@pytest.mark.parametrize("arena", ["host", "device"])
+def test_a_decoded_text_token_lands_in_every_window_block(interp, arena):
+    cache = HostArena(interp, 1) if arena == "host" else DeviceArena(interp, 1, device="cpu", copier=HostCopier())
+    interp.step(np.ones((1, 1), np.int64), np.zeros((1, 1), np.int64), cache)       # text slot 0, a decode step
+    full = cache.host_kv()
+    for i, blocks in cache.host_windows().items():
+        assert np.abs(full[i][:, :, 0]).sum() > 0
+        assert all(np.array_equal(b[:, :, 0], full[i][:, :, 0]) for b in blocks)
+        assert not blocks[:, :, :, 1:].any()
+
+
 def test_interp_device_arena_matches_the_host_arena(interp):
     host = HostArena(interp, 2)
     dev = DeviceArena(interp, 2, device="cpu", copier=HostCopier())
