@@ -29,6 +29,9 @@ t2i_decode, keyframe_decode, interp_decode: the step graph at new_tokens = 1, th
 hot path (one run per image token), written for fewer graph nodes
 (training/model.py decode_step: (B, C) rows, so each Linear is one Gemm; one mask
 table row per channel). The manifest names it in the step fragment's "decode".
+interp_decode reads attention-plus from the block of the query's Swin window
+(hiergen/windows.py: 91 slots instead of 331; kv_cache.window_local), which the
+runtime keeps beside the whole-sequence tensors the step graph reads.
 """
 from __future__ import annotations
 
