@@ -145,6 +145,21 @@ def test_decode_graph_equals_the_step_graph(tiny, kind):
         prev = via_decode[:, -1].argmax(-1)[:, None].astype(np.int64)
 
 
+@pytest.mark.parametrize("kind", list(Kind), ids=[k.value for k in Kind])
+def test_gelu_is_one_node(tiny, kind):
+    """Opset 20: the MLP's tanh GELU is one Gelu node per layer, not eight (Pow, Tanh, Mul, Add): every
+    node costs a decode step ONNX Runtime's fixed per-node time (docs/export.md)."""
+    import onnx
+    pkg, models, _, _ = tiny
+    spec = json.loads((pkg / "manifest.json").read_text())["fragments"][step.decode_name(kind)]
+    graph = onnx.load(str(pkg / spec["file"]), load_external_data=False).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("Gelu") == models[kind].cfg.n_layer
+    assert "Tanh" not in ops and "Pow" not in ops
+    gelu = next(n for n in graph.node if n.op_type == "Gelu")
+    assert {a.name: a.s for a in gelu.attribute}.get("approximate") == b"tanh"
+
+
 def test_decode_steps_run_in_the_arena(tiny):
     """A decode step writes only into the stage's preallocated arena: same buffers, logits returned in place."""
     pkg, models, _, _ = tiny
