@@ -20,6 +20,8 @@ Figures:
   and the bench's threads; see copy_bandwidth), the median of measurements
   taken just before and after each of the backend's workers: no decode step
   can beat it;
+- step_bound_by_round (per stage): each round's decode step over its own bound, the spread
+  a drifting machine puts into one run;
 - peak_rss_mb: the workers' peak resident memory, and that of a plain
   `hiergen generate` run writing an MP4 (the product, base install).
 """
@@ -223,6 +225,18 @@ def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
             "torch_loaded": report["torch_loaded"]}
 
 
+def round_ratios(rounds: list[dict], manifest: dict, bandwidth: float) -> dict[str, list[float]]:
+    """Per stage, each round's decode step over its bound (that round's median step, over the bandwidth
+    measured just before and after that round's worker): how far the machine's drift moved the ratio
+    within one run."""
+    out: dict[str, list[float]] = {}
+    for rep in rounds:
+        for stage, s in summarise(rep, manifest, bandwidth)["stages"].items():
+            if s["decode_step_ms"]:
+                out.setdefault(stage, []).append(s["decode_step_ms"] / s["bandwidth_bound_ms"])
+    return out
+
+
 def step_bytes(manifest: dict, model: str, batch: int) -> int:
     """Bytes a decode step must read: the decode graph's weights (a lookup table one row per sequence,
     the manifest's read_bytes; all its initializers for a package that predates them) and its KV arena
@@ -260,16 +274,22 @@ def markdown(result: dict) -> str:
         if bws:
             lines += [f"Bound: bytes per step over {b['copy_bandwidth_gbs']:.1f} GB/s, the median copy bandwidth "
                       f"measured just before and after its workers ({min(bws):.1f}-{max(bws):.1f} GB/s).", ""]
+        by_round = any(len(s.get("step_bound_by_round", [])) > 1 for s in b["stages"].values())
         lines += [
                   "| stage | batch | stage (ms) | decode steps | decode step (ms) | bound (ms) | step / bound | "
-                  "prefill (ms) | tokens/s |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  + ("step / bound, rounds | " if by_round else "") + "prefill (ms) | tokens/s |",
+                  "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if by_round else "") + "---:|---:|"]
         for stage, s in b["stages"].items():
             bound = s.get("bandwidth_bound_ms")
             ratio = f"{s['decode_step_ms'] / bound:.2f}" if bound and s["decode_step_ms"] else "-"
+            rr = s.get("step_bound_by_round") or []
+            spread = (f"{min(rr):.2f}-{max(rr):.2f} | " if rr else "- | ") if by_round else ""
             lines.append(f"| {stage} | {s['batch']} | {s['stage_ms']:.0f} | {s['decode_steps']} | "
-                         f"{s['decode_step_ms']:.2f} | {bound:.2f} | {ratio} | {s['prefill_ms'] or 0:.1f} | "
+                         f"{s['decode_step_ms']:.2f} | {bound:.2f} | {ratio} | {spread}{s['prefill_ms'] or 0:.1f} | "
                          f"{s['tokens_per_s']:.0f} |")
+        if by_round:
+            lines += ["", "step / bound, rounds: the lowest and highest of the rounds' own ratios (each round's "
+                          "median step over the bandwidth measured around that round's worker)."]
     return "\n".join(lines) + "\n"
 
 
@@ -313,6 +333,8 @@ def bench(model: str | None, backends: list[str], checkpoints: str | None, vqvae
         merged = merge_reports(raw[b])
         tokens[b] = np.array(merged["tokens"])
         reports[b] = summarise(merged, manifest, bandwidth)
+        for stage, ratios in round_ratios(raw[b], manifest, bandwidth).items():
+            reports[b]["stages"][stage]["step_bound_by_round"] = ratios
     result = {"prompt": prompt, "frames": frames, "seed": seed, "runs": runs * rounds, "rounds": rounds,
               "threads": threads,
               "machine": machine(), "copy_bandwidth_gbs": bandwidth / 1e9,

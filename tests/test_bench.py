@@ -186,6 +186,30 @@ def test_markdown_has_a_row_per_backend_and_per_stage():
     assert "3 of 320 tokens differ" in text and "peak RSS 250 MB" in text
 
 
+def test_rounds_give_each_a_step_over_bound(manifest):
+    """A round's ratio divides its own median step by the bandwidth measured around its own worker."""
+    r, log = timed_run(5, seed=0)
+    rep = {"device": "fake", "peak_rss_mb": 1.0, "torch_loaded": False,
+           "videos": [{"latency_s": 1.0, "stages": r.timings}], "steps": [log]}
+    fast, slow = {**rep, "copy_bandwidth": [1e10, 1e10]}, {**rep, "copy_bandwidth": [5e9, 5e9]}
+    ratios = bench.round_ratios([fast, slow], manifest, bandwidth=1e12)
+    assert set(ratios) == {"t2i", "keyframe"}
+    for stage, (a, b) in ratios.items():
+        assert b == pytest.approx(a / 2) and a > 0     # the same steps against half the bandwidth: half the ratio
+
+
+def test_markdown_shows_the_rounds_spread_only_with_rounds():
+    r = fake_result()
+    r["backends"]["cpu"]["stages"] = {k: dict(v) for k, v in r["backends"]["cpu"]["stages"].items()}  # its own
+    r["backends"]["cpu"]["stages"]["t2i"]["step_bound_by_round"] = [2.5, 3.5, 3.0]
+    text = bench.markdown(r)
+    cpu = text[text.index("## cpu"):text.index("## torch")]
+    assert "| step / bound, rounds |" in cpu and "| 3.00 | 2.50-3.50 | 3.0 |" in cpu
+    assert "| keyframe | 1 | 100 | 64 | 1.50 | 0.50 | 3.00 | - | 3.0 |" in cpu
+    torch = text[text.index("## torch"):]
+    assert "rounds |" not in torch                     # no rounds recorded: no column
+
+
 def test_markdown_without_the_reference():
     r = fake_result()
     del r["backends"]["torch"], r["video_latency_s"]["torch"], r["tokens_differ_from_torch"]
@@ -207,6 +231,8 @@ def test_bench_end_to_end_cpu():
     assert set(r["video_latency_s"]) == {"cpu"} and 0 < r["video_latency_s"]["cpu"] < took
     assert r["runs"] == 2 and len(r["backends"]["cpu"]["latencies_s"]) == 2          # one video per round
     assert len(r["backends"]["cpu"]["copy_bandwidths_gbs"]) == 4                   # before and after each worker
+    for s in r["backends"]["cpu"]["stages"].values():
+        assert len(s["step_bound_by_round"]) == 2 and all(v > 0 for v in s["step_bound_by_round"])
     assert set(r["decode_step_ms"]) == set(r["bandwidth_bound_ms"]) == {"t2i", "keyframe"}
     for d in (r["decode_step_ms"], r["bandwidth_bound_ms"]):
         assert all(math.isfinite(v) and v > 0 for v in d.values()), d
