@@ -14,9 +14,11 @@ Two kinds of past tensor (export/fragments/step.py):
   arena rebinds those inputs (one pointer per tensor, no copy).
 The interpolation model's decode graph reads its attention-plus tensors as
 Swin-window blocks (kv_cache.window_local, hiergen/windows.py): the arena keeps
-one block per window besides the sequence tensor (which the step graph reads),
-writes every new key/value into both, and binds the block of the window a
-decode step is in, per layer parity.
+one block per window besides the sequence tensor (which the step graph reads)
+and binds the block of the window a decode step is in, per layer parity. A
+prefill's keys/values go into both; a decode step's only into the window
+blocks, and the host arena copies them into the sequence tensors when a
+multi-token step (or host_kv) next reads those: one write less per step.
 
 HostArena (CPU execution provider): numpy blocks; ONNX Runtime reads the
     bound host memory in place, and the new keys/values land in bound host
@@ -121,10 +123,14 @@ class _Layout:
         self.L, self.P = model.text_len, model.grid * model.grid
         self.n_blocks = model.n_frames
         self.local = [i for i, (past, _) in enumerate(model.pairs) if past in model.frame_local]
-        self.seq = [i for i in range(len(model.pairs)) if i not in self.local]
         self.frame = 0                                  # the block bound to the frame-local inputs
         wl = getattr(model, "window_local", {})
         self.windowed = {i: wl[past] for i, (past, _) in enumerate(model.pairs) if past in wl}   # pair -> parity
+        # sequence tensors: the plain ones first, then each parity's window-local ones together, so that a
+        # parity's new keys/values are one slice of a step's outputs
+        self.seq = sorted((i for i in range(len(model.pairs)) if i not in self.local),
+                          key=lambda i: self.windowed.get(i, -1))
+        self.n_plain = sum(i not in self.windowed for i in self.seq)
         self.layouts = layouts(self.L, model.grid, self.n_blocks, model.window) if self.windowed else ()
         self.window = [0, 0]                            # the block bound per layer parity
         # per parity: (window, block slot) of every code, as lists for a decode step's scalar lookups
@@ -228,7 +234,10 @@ class HostArena(_Layout):
         self.wblocks = [np.zeros((len(pairs), lay.n_windows,
                                   *_shape(model.window_shapes[model.pairs[pairs[0]][0]], batch)), np.float32)
                         for lay, pairs in zip(self.layouts, self.wpairs)]
-        self.wseq = [np.array([self.seq.index(i) for i in pairs]) for pairs in self.wpairs]
+        # each parity's window-local pairs as a slice of the sequence tensors (contiguous: see _Layout)
+        self.wseq = [slice(self.seq.index(pairs[0]), self.seq.index(pairs[0]) + len(pairs)) for pairs in self.wpairs]
+        assert all([self.seq[j] for j in range(len(self.seq))[sl]] == pairs for sl, pairs in zip(self.wseq, self.wpairs))
+        self._unsynced: list[int] = []                  # decoded codes whose window-local keys/values are not in kv
         # OrtValues over each block (sharing its memory): rebinding one costs a sixth of a bind_input
         self.wvalues = [[[ort.OrtValue.ortvalue_from_numpy(b[k, w]) for w in range(b.shape[1])]
                          for k in range(b.shape[0])] for b in self.wblocks]
@@ -255,19 +264,34 @@ class HostArena(_Layout):
         self.codes[...] = codes
         self.model.decode.run_with_iobinding(self.io)
         self.written = True
-        if self.seq:
-            self.kv[:, :, :, code] = self.new_seq[:, :, :, 0]
+        if self.n_plain:
+            self.kv[:self.n_plain, :, :, code] = self.new_seq[:self.n_plain, :, :, 0]
+        if self.windowed:               # kept in the window blocks only; kv catches up when a step reads it
+            self._unsynced.append(code)
         self.blocks[:, blocks, :, :, slot] = self.new_local[:, None, :, :, 0]
         for parity, (w, at) in enumerate(wins):
-            new = self.new_seq[self.wseq[parity], :, :, 0]                     # (n_pairs, B, H, hd)
+            new = self.new_seq[self.wseq[parity], :, :, 0]                     # (n_pairs, B, H, hd), a view
             if w < 0:
                 self.wblocks[parity][:, :, :, :, at] = new[:, None]             # the text: every window
             else:
                 self.wblocks[parity][:, w, :, :, at] = new
         return self.logits
 
+    def _sync(self) -> None:
+        """Copy the keys/values that decode steps left in the window blocks only into the sequence
+        tensors (what the step graph reads): a decode step skips that write, a multi-token step needs it."""
+        if not self._unsynced:
+            return
+        codes = np.array(self._unsynced)
+        self._unsynced.clear()
+        for parity, lay in enumerate(self.layouts):
+            w, at = lay.place(codes)
+            src = self.wblocks[parity][:, np.maximum(w, 0), :, :, at]       # text: in every window, take the first
+            self.kv[self.wseq[parity], :, :, codes] = src.transpose(1, 2, 3, 0, 4)    # -> (pairs, B, H, n, hd)
+
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """A multi-token step over the arena (a prefill into a non-empty cache); its image tokens in one frame."""
+        self._sync()
         m, f = self.model, self.frame_of(codes[0])
         past = {m.pairs[i][0]: self.kv[j] for j, i in enumerate(self.seq)}
         past.update({m.pairs[i][0]: self.blocks[j, f] for j, i in enumerate(self.local)})
@@ -297,6 +321,7 @@ class HostArena(_Layout):
 
     def host_kv(self) -> np.ndarray:
         """Every pair in sequence layout, (n_pairs, B, H, seq_len, hd): for tests and debugging."""
+        self._sync()
         return self.full(list(self.kv), [list(b) for b in self.blocks])
 
     def host_windows(self) -> dict[int, np.ndarray]:
