@@ -235,8 +235,9 @@ class HostArena(_Layout):
                                   *_shape(model.window_shapes[model.pairs[pairs[0]][0]], batch)), np.float32)
                         for lay, pairs in zip(self.layouts, self.wpairs)]
         # each parity's window-local pairs as a slice of the sequence tensors (contiguous: see _Layout)
-        self.wseq = [slice(self.seq.index(pairs[0]), self.seq.index(pairs[0]) + len(pairs)) for pairs in self.wpairs]
-        assert all([self.seq[j] for j in range(len(self.seq))[sl]] == pairs for sl, pairs in zip(self.wseq, self.wpairs))
+        starts = [self.seq.index(pairs[0]) for pairs in self.wpairs]
+        self.wseq = [slice(j, j + len(pairs)) for j, pairs in zip(starts, self.wpairs)]
+        assert all(self.seq[sl] == pairs for sl, pairs in zip(self.wseq, self.wpairs))
         self._unsynced: list[int] = []                  # decoded codes whose window-local keys/values are not in kv
         # OrtValues over each block (sharing its memory): rebinding one costs a sixth of a bind_input
         self.wvalues = [[[ort.OrtValue.ortvalue_from_numpy(b[k, w]) for w in range(b.shape[1])]
