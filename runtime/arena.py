@@ -138,12 +138,12 @@ class _Layout:
         self.wpairs = [[i for i, p in self.windowed.items() if p == parity] for parity in range(len(self.layouts))]
 
     def _windows_at(self, code: int) -> list[tuple[int, int]]:
-        """Per layer parity (window, block slot) of a decode step at `code` (window -1: the text, in every
-        block); rebinds the window-local inputs of a parity whose window is new."""
+        """Per layer parity (window, block slot) of a decode step (an image token) at `code`; rebinds the
+        window-local inputs of a parity whose window is new."""
         out = []
         for parity, (windows, slots) in enumerate(self._place):
             w, slot = windows[code], slots[code]
-            if w >= 0 and w != self.window[parity]:
+            if w != self.window[parity]:
                 self._bind_window(parity, w)
             out.append((w, slot))
         return out
@@ -170,15 +170,13 @@ class _Layout:
                              "(split the step by frame, or use the prefill graph on an empty cache)")
         return int(frames[0])
 
-    def _decode_at(self, code: int) -> tuple[slice, int]:
-        """Where a decode step at `code` writes in the frame-local blocks: (blocks, block slot); the text
-        goes to every block, an image token to its frame's. Rebinds the inputs when the frame is new."""
-        if code < self.L:
-            return slice(None), code
+    def _decode_at(self, code: int) -> tuple[int, int]:
+        """Where a decode step (an image token: the decode graphs take no text) at `code` writes in the
+        frame-local blocks: (its frame's block, block slot). Rebinds the inputs when the frame is new."""
         f = (code - self.L) // self.P
         if f != self.frame:
             self._bind_frame(f)
-        return slice(f, f + 1), self.L + (code - self.L) % self.P
+        return f, self.L + (code - self.L) % self.P
 
     def placements(self, slots: np.ndarray) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
         """Where keys/values at `slots` go in the frame-local blocks: (blocks, block slots, indices into slots).
@@ -206,10 +204,12 @@ class _Layout:
 
 class HostArena(_Layout):
     """Arena in host memory (CPU execution provider): sequence tensors (n_seq, *past shape) and
-    frame-local blocks (n_local, n_frames, *block shape), each one contiguous numpy array."""
+    frame-local blocks (n_local, n_frames, *block shape), each one contiguous numpy array, bound to
+    `sess`, the decode graph's session the model picked for the batch (OrtStepModel.decode_session)."""
 
-    def __init__(self, model, batch: int):
+    def __init__(self, model, batch: int, sess: ort.InferenceSession | None = None):
         super().__init__(model, batch)
+        self.sess = sess or model.decode             # the decode graph's session these buffers are bound to
         shapes = [_shape(model.past_shapes[past], batch) for past, _ in model.pairs]
         new = _shape(model.new_shape, batch)
         self.kv = np.zeros((len(self.seq), *(shapes[self.seq[0]] if self.seq else new)), np.float32)  # may be empty
@@ -220,7 +220,7 @@ class HostArena(_Layout):
         self.logits = np.zeros((batch, 1, model.image_vocab), np.float32)
         self.tokens = np.zeros((batch, 1), np.int64)
         self.codes = np.zeros((batch, 1), np.int64)
-        io = model.decode.io_binding()
+        io = self.sess.io_binding()
         for arr, name in ((self.tokens, model.tokens_name), (self.codes, model.codes_name)):
             _bind_host(io.bind_input, name, arr)
         _bind_host(io.bind_output, model.logits_name, self.logits)
@@ -259,23 +259,19 @@ class HostArena(_Layout):
 
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         code = int(codes[0, 0])
-        blocks, slot = self._decode_at(code)
+        f, slot = self._decode_at(code)
         wins = self._windows_at(code) if self.windowed else ()
         self.tokens[...] = tokens
         self.codes[...] = codes
-        self.model.decode.run_with_iobinding(self.io)
+        self.sess.run_with_iobinding(self.io)
         self.written = True
         if self.n_plain:
             self.kv[:self.n_plain, :, :, code] = self.new_seq[:self.n_plain, :, :, 0]
         if self.windowed:               # kept in the window blocks only; kv catches up when a step reads it
             self._unsynced.append(code)
-        self.blocks[:, blocks, :, :, slot] = self.new_local[:, None, :, :, 0]
+        self.blocks[:, f, :, :, slot] = self.new_local[:, :, :, 0]
         for parity, (w, at) in enumerate(wins):
-            new = self.new_seq[self.wseq[parity], :, :, 0]                     # (n_pairs, B, H, hd), a view
-            if w < 0:
-                self.wblocks[parity][:, :, :, :, at] = new[:, None]             # the text: every window
-            else:
-                self.wblocks[parity][:, w, :, :, at] = new
+            self.wblocks[parity][:, w, :, :, at] = self.new_seq[self.wseq[parity], :, :, 0]   # (n_pairs, B, H, hd)
         return self.logits
 
     def _sync(self) -> None:
@@ -390,7 +386,7 @@ class DeviceArena(_Layout):
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
         m = self.model
         code = int(codes[0, 0])
-        blocks, slot = self._decode_at(code)
+        f, slot = self._decode_at(code)
         wins = self._windows_at(code) if self.windowed else ()
         self.io.bind_cpu_input(m.tokens_name, np.ascontiguousarray(tokens))   # copied up at bind time
         self.io.bind_cpu_input(m.codes_name, np.ascontiguousarray(codes))
@@ -400,12 +396,10 @@ class DeviceArena(_Layout):
         for j, i in enumerate(self.seq):
             self._copy(i, self.kv[j], code, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE)
         for j, i in enumerate(self.local):
-            for block in self.blocks[j][blocks]:
-                self._copy(i, block, slot, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE)
+            self._copy(i, self.blocks[j][f], slot, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE)
         for i, parity in self.windowed.items():
             w, at = wins[parity]
-            for block in (self.wblocks[i] if w < 0 else [self.wblocks[i][w]]):
-                self._copy(i, block, at, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE, self.window_slots)
+            self._copy(i, self.wblocks[i][w], at, self.new[i].data_ptr(), 0, 1, 1, DEVICE_TO_DEVICE, self.window_slots)
         return self.logits
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:

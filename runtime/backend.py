@@ -20,6 +20,7 @@ log = logging.getLogger("hiergen")
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 BACKENDS = ("auto",) + tuple(PROVIDERS)
+SINGLE_THREAD_BELOW = 8     # CPU decode steps of fewer sequences run on one intra-op thread (decode_session)
 
 
 class BackendError(ValueError):
@@ -67,6 +68,11 @@ class OrtStepModel:
         dec = spec.get("decode")          # the step graph at new_tokens = 1, fewer nodes: what the arenas bind
         self.decode = session(pkg, manifest["fragments"][dec], providers, threads) if dec else self.sess
         dec_spec = manifest["fragments"][dec] if dec else spec
+        # The arena lives where the graph runs: host memory for the CPU provider, device memory otherwise.
+        self.on_device = self.decode.get_providers()[0] != "CPUExecutionProvider"
+        # small CPU decode steps run on one intra-op thread (decode_session)
+        self.decode_single = session(pkg, dec_spec, providers, 1) if not self.on_device and threads != 1 else None
+        self.single_thread_below = SINGLE_THREAD_BELOW
         # past inputs the decode graph reads as Swin-window blocks (hiergen/windows.py) -> layer parity
         self.window_local = {k: int(v) for k, v in dec_spec["kv_cache"].get("window_local", {}).items()}
         self.window_shapes = {t["name"]: t["shape"] for t in dec_spec["inputs"] if t["name"] in self.window_local}
@@ -84,15 +90,20 @@ class OrtStepModel:
         self.new_names = [new for _, new in self.pairs]
         self.text_len, self.grid, self.image_vocab = cfg["text_len"], cfg["grid"], cfg["image_vocab"]
         self.n_frames = cfg["n_frames"]
-        # The arena lives where the graph runs: host memory for the CPU provider, device memory otherwise.
-        self.on_device = self.decode.get_providers()[0] != "CPUExecutionProvider"
 
     def new_cache(self, batch: int) -> HostArena | DeviceArena:
-        return DeviceArena(self, batch) if self.on_device else HostArena(self, batch)
+        return DeviceArena(self, batch) if self.on_device else HostArena(self, batch, self.decode_session(batch))
+
+    def decode_session(self, batch: int) -> ort.InferenceSession:
+        """The decode graph's session for a CPU arena of `batch` sequences: below SINGLE_THREAD_BELOW one
+        intra-op thread, whose steps come out faster than two threads' (docs/runtime.md, "Threads"):
+        splitting a decode step's small Gemms costs more than it saves, and between steps the second
+        thread sleeps and must be woken; at batch 8 the Gemms are large enough to split."""
+        return self.decode if batch >= self.single_thread_below or self.decode_single is None else self.decode_single
 
     def step(self, tokens: np.ndarray, codes: np.ndarray, cache: HostArena | DeviceArena) -> np.ndarray:
         """Logits (B, T, V); a decode step's live in the arena until the next step."""
-        if tokens.shape == (cache.batch, 1):
+        if tokens.shape == (cache.batch, 1) and codes[0, 0] >= self.text_len:     # the decode graph: image tokens
             return cache.decode(tokens, codes)
         names = [self.logits_name, *self.new_names]
         if not cache.written and self.prefill is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hiergen.fileio import hash_file
 
-FORMAT, FORMAT_VERSION = "hiergen-package", 4
+FORMAT, FORMAT_VERSION = "hiergen-package", 5
 FRAGMENTS = ("vqvae_encoder", "vqvae_decoder", "t2i_step", "keyframe_step", "interp_step",
              "t2i_prefill", "keyframe_prefill", "interp_prefill", "t2i_decode", "keyframe_decode", "interp_decode")
 FIX = "re-run hiergen export to rebuild the package"

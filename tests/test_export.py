@@ -23,7 +23,7 @@ from hiergen.export.package import ExportError, build_package, read_bytes  # noq
 from hiergen.runtime.package import FRAGMENTS  # noqa: E402
 from hiergen.tokenizer import TextTokenizer  # noqa: E402
 from hiergen.training.generate import TorchStepModel  # noqa: E402
-from hiergen.training.model import DualTransformer  # noqa: E402
+from hiergen.training.model import DecodeWeights, DualTransformer, LookupTables  # noqa: E402
 from hiergen.training.vqvae import VQVAE, VQVAEConfig  # noqa: E402
 
 LOGIT_TOL, PIXEL_TOL, DECODE_STEPS = 1e-4, 1, 20
@@ -98,6 +98,33 @@ def test_step_parity(tiny, kind):
         worst = max(worst, np.abs(a - b).max())
         prev = a[:, -1].argmax(-1)[:, None].astype(np.int64)
     print(f"{step.name(kind)}: max |logit diff| ORT vs torch over prefill + {len(slots)} decode steps = {worst:.2e}")
+    assert worst <= LOGIT_TOL
+
+
+@pytest.mark.parametrize("kind", list(Kind), ids=[k.value for k in Kind])
+def test_text_token_by_token_matches_torch(tiny, kind):
+    """The decode graph takes image tokens only: one-token text steps go through the step graph instead.
+    The text written a token at a time (interp: then each given frame as one step), then image decode
+    steps, give torch's logits."""
+    pkg, models, _, _ = tiny
+    cfg, B, P = models[kind].cfg, 2, models[kind].cfg.tokens_per_frame
+    ref, got = TorchStepModel(models[kind]), OrtStep(pkg, step.name(kind))
+    ref_cache, got_cache = ref.new_cache(B), got.new_cache(B)
+    tokens, codes, frames = _prefill(cfg, kind, B, np.random.default_rng(4))
+    parts = [slice(i, i + 1) for i in range(cfg.text_len)]
+    parts += [slice(i, i + P) for i in range(cfg.text_len, tokens.shape[1], P)]    # interp's given frames
+    worst = 0.0
+    for part in parts:
+        a = ref.step(tokens[:, part], codes[:, part], ref_cache)
+        worst = max(worst, np.abs(a - got.step(tokens[:, part], codes[:, part], got_cache)).max())
+    assert got_cache.written and not got_cache._unsynced
+    prev = np.full((B, 1), cfg.image_vocab, np.int64)
+    for w in range(3):
+        code = np.full((B, 1), cfg.text_len + frames[0] * P + w, np.int64)
+        a = ref.step(prev, code, ref_cache)
+        worst = max(worst, np.abs(a - got.step(prev, code, got_cache)).max())
+        prev = a[:, -1].argmax(-1)[:, None].astype(np.int64)
+    print(f"{kind.value}: max |logit diff| ORT vs torch, text token by token then 3 decode steps = {worst:.2e}")
     assert worst <= LOGIT_TOL
 
 
@@ -208,9 +235,14 @@ def test_backbone_stored_once(tiny):
     plus = sum(nbytes(models[k].video_state()) for k in (Kind.KEYFRAME, Kind.INTERP))
     codec = sum(p.numel() * 4 for p in vq.encoder.parameters()) + sum(p.numel() * 4 for p in vq.decoder.parameters()) \
         + vq.codebook.embed.numel() * 4
+    # the decode graphs' own tensors: refolded QKV and mixed output projections (DecodeWeights), and
+    # additive mask tables (LookupTables.decode_biases), each distinct table once
+    refolded = sum(b.numel() * 4 for k in Kind for b in DecodeWeights(models[k]).buffers())
+    refolded += sum(len(t) for t in {b.numpy().tobytes() for k in Kind
+                                     for n, b in LookupTables(models[k]).named_buffers() if n.startswith("decode_")})
     weights = (pkg / "weights.bin").stat().st_size
-    once = backbone + plus + codec
-    print(f"weights.bin {weights} B; backbone {backbone} + plus {plus} + codec {codec} = {once} B; "
+    once = backbone + plus + codec + refolded
+    print(f"weights.bin {weights} B; backbone {backbone} + plus {plus} + codec {codec} + refolded {refolded} = {once} B; "
           f"3x backbone would be {3 * backbone + plus + codec} B")
     # folded constants (transposed weights, small tables) add a little; a second backbone copy would add 100%
     assert weights < once + 0.5 * backbone

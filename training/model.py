@@ -359,8 +359,8 @@ class LookupTables(nn.Module):
             row = tables[i] & ~torch.eye(cfg.seq_len, dtype=torch.bool)
             if model.kind == Kind.INTERP:      # over the query's window block (hiergen/windows.py), not every slot
                 row = _window_rows(tables[i], layouts(L, cfg.grid, cfg.n_frames, cfg.window)[parity[i]])
-            self.register_buffer(f"decode_visible_{i}", row, persistent=False)
-        self.register_buffer("decode_base_block", base_block & ~own, persistent=False)
+            self.register_buffer(f"decode_bias_{i}", mask_bias(row), persistent=False)          # (seq_len, 1, S)
+        self.register_buffer("decode_base_bias", mask_bias(base_block & ~own), persistent=False)
         self.register_buffer("block_slot", block_slot, persistent=False)
         self.register_buffer("seq_slots", codes, persistent=False)
         self.register_buffer("block_slots", j, persistent=False)
@@ -404,10 +404,11 @@ class LookupTables(nn.Module):
 
     def decode_biases(self, codes: torch.Tensor) -> list:
         """Per layer, per channel: the bias over the cache (B, 1, 1, S) of a decode step (codes (B, 1)):
-        the query's table row without its own slot (LookupTables: frame-local for attention-base)."""
-        out = {self.layout[0][0]: mask_bias(self.decode_base_block[codes])}
+        the query's table row without its own slot (LookupTables: frame-local for attention-base),
+        stored additive (seq_len, 1, S), so a step's mask is one Gather."""
+        out = {self.layout[0][0]: self.decode_base_bias[codes]}
         for i in self.decode_plus:
-            out[i] = mask_bias(getattr(self, f"decode_visible_{i}")[codes])
+            out[i] = getattr(self, f"decode_bias_{i}")[codes]
         return self._by_layer(out)
 
 
@@ -422,32 +423,72 @@ def _window_rows(visible: torch.Tensor, layout) -> torch.Tensor:
     return rows & (torch.arange(layout.block_len)[None] != torch.from_numpy(slot)[:, None])
 
 
-def decode_step(model: DualTransformer, tables: LookupTables, tokens: torch.Tensor, codes: torch.Tensor,
-                layer_caches: list) -> tuple[torch.Tensor, list]:
-    """forward_cached for one new token per sequence (tokens, codes (B, 1)), written for the fewest graph
-    nodes: activations as (B, C) rows, so every Linear is one Gemm and head splits are reshapes; masks are
-    one table row per channel (LookupTables.decode_biases); the token's score with its own new key needs
-    no mask (a token always sees itself). Same values as forward_cached (tests/test_export.py)."""
+class DecodeWeights(nn.Module):
+    """A model's per-layer weights refolded for decode_step, built at export time (like LookupTables).
+
+    Per layer: both channels' QKV projections as one (C, n_channels * 3C) matrix, the query columns
+    pre-multiplied by head_dim^-0.5 (no scaling node per channel); for a dual model the two output
+    projections stacked (2C, C) with the channel mix a = sigmoid(w) folded in, so that
+    [y_base, y_plus] @ proj + proj_bias = a * base.proj(y_base) + (1 - a) * plus.proj(y_plus):
+    the mix of Block.mix for an image token, one Gemm instead of two Gemms and four nodes.
+    """
+
+    def __init__(self, model: "DualTransformer"):
+        super().__init__()
+        C, scale = model.cfg.d_model, model.cfg.head_dim ** -0.5
+        with torch.no_grad():
+            for layer, block in enumerate(model.blocks):
+                attns = [a for a in (block.base, block.plus) if a is not None]
+                ws, bs = [], []
+                for attn in attns:
+                    w, b = attn.qkv.weight.t().clone(), attn.qkv.bias.clone()     # (C, 3C), (3C,)
+                    w[:, :C] *= scale
+                    b[:C] *= scale
+                    ws.append(w)
+                    bs.append(b)
+                self.register_buffer(f"qkv_{layer}", torch.cat(ws, 1).contiguous(), persistent=False)
+                self.register_buffer(f"qkv_bias_{layer}", torch.cat(bs), persistent=False)
+                if block.plus is not None:
+                    a = torch.sigmoid(block.w)
+                    proj = torch.cat([block.base.proj.weight.t() * a, block.plus.proj.weight.t() * (1 - a)])
+                    self.register_buffer(f"proj_{layer}", proj.contiguous(), persistent=False)   # (2C, C)
+                    self.register_buffer(f"proj_bias_{layer}", a * block.base.proj.bias + (1 - a) * block.plus.proj.bias,
+                                         persistent=False)
+
+    def qkv(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        return h @ getattr(self, f"qkv_{layer}") + getattr(self, f"qkv_bias_{layer}")
+
+    def mixed_proj(self, layer: int, y: torch.Tensor) -> torch.Tensor:
+        return y @ getattr(self, f"proj_{layer}") + getattr(self, f"proj_bias_{layer}")
+
+
+def decode_step(model: DualTransformer, tables: LookupTables, weights: DecodeWeights, tokens: torch.Tensor,
+                codes: torch.Tensor, layer_caches: list) -> tuple[torch.Tensor, list]:
+    """forward_cached for one new IMAGE token per sequence (tokens, codes (B, 1), codes >= text_len),
+    written for the fewest graph nodes: activations as (B, C) rows, so every Linear is one Gemm and head
+    splits are reshapes; both channels' QKV one Gemm and their output projections with the mix another
+    (DecodeWeights); masks one additive table row per channel (LookupTables.decode_biases); the token's
+    score with its own new key needs no mask (a token always sees itself). Text tokens are the prefill's
+    (the runtime sends a one-token text step through the step graph). Same values as forward_cached
+    (tests/test_export.py)."""
     cfg = model.cfg
     B, C, H, hd = tokens.shape[0], cfg.d_model, cfg.n_head, cfg.head_dim
-    x, is_text = model.embed(tokens, codes, tables)
-    x, is_text = x.reshape(B, C), is_text.reshape(B, 1)
+    x = (model.tok_image.weight[tokens] + tables.positions[codes]).reshape(B, C)
     new_kv = []
-    for block, biases, caches in zip(model.blocks, tables.decode_biases(codes), layer_caches):
-        h = block.ln1(x)
-        outs, kv = [], []
-        for attn, bias, cache in zip((block.base, block.plus), biases, caches):
-            if attn is None:
-                continue
-            q, k, v = _rows(h, attn.qkv).reshape(B, 3 * H, 1, hd).split(H, dim=1)  # (B, H, 1, hd) each, no Squeeze
-            k_cache, v_cache = cache
-            q = q * hd ** -0.5
+    for layer, (block, biases, caches) in enumerate(zip(model.blocks, tables.decode_biases(codes), layer_caches)):
+        n = 1 if block.plus is None else 2
+        heads = weights.qkv(layer, block.ln1(x)).reshape(B, 3 * n * H, 1, hd).split(H, dim=1)   # (B, H, 1, hd) each
+        ys, kv = [], []
+        for c, ((k_cache, v_cache), bias) in enumerate(zip(caches[:n], biases[:n])):
+            q, k, v = heads[3 * c:3 * c + 3]                                                   # q pre-scaled
             scores = torch.cat([q @ k_cache.transpose(-1, -2) + bias, (q * k).sum(-1, keepdim=True)], dim=-1)
             p = torch.softmax(scores, dim=-1)
-            y = p[..., :-1] @ v_cache + p[..., -1:] * v                                      # (B, H, 1, hd)
-            outs.append(_rows(y.reshape(B, C), attn.proj))
+            ys.append(p[..., :-1] @ v_cache + p[..., -1:] * v)                                # (B, H, 1, hd)
             kv.append((k, v))
-        x = x + block.mix(outs, is_text)
+        if n == 1:
+            x = x + _rows(ys[0].reshape(B, C), block.base.proj)
+        else:
+            x = x + weights.mixed_proj(layer, torch.cat(ys, dim=1).reshape(B, 2 * C))
         x = x + _rows(F.gelu(_rows(block.ln2(x), block.mlp.fc), approximate="tanh"), block.mlp.out)
         new_kv.append(kv)
     return _rows(model.ln_f(x), model.head).reshape(B, 1, -1), new_kv

@@ -25,10 +25,13 @@ Masks are computed inside the graph from the codes (training/masks.py).
 T = 1 is a decode step, T > 1 a prefill; every sequence of a step writes the same slots,
 and the image tokens of a step through the step graph are in one frame.
 
-t2i_decode, keyframe_decode, interp_decode: the step graph at new_tokens = 1, the
-hot path (one run per image token), written for fewer graph nodes
-(training/model.py decode_step: (B, C) rows, so each Linear is one Gemm; one mask
-table row per channel). The manifest names it in the step fragment's "decode".
+t2i_decode, keyframe_decode, interp_decode: the step graph at new_tokens = 1 for an
+image token (codes >= text_len; the runtime sends a one-token text step through the
+step graph), the hot path (one run per image token), written for fewer graph nodes
+(training/model.py decode_step: (B, C) rows, so each Linear is one Gemm; both
+channels' QKV one Gemm and the mixed output projections another (DecodeWeights);
+one additive mask row per channel). The manifest names it in the step fragment's
+"decode".
 interp_decode reads attention-plus from the block of the query's Swin window
 (hiergen/windows.py: 91 slots instead of 331; kv_cache.window_local), which the
 runtime keeps beside the whole-sequence tensors the step graph reads.
@@ -40,7 +43,7 @@ import torch
 from hiergen.config import Kind, ModelConfig
 from hiergen.export.fragments.contract import Contract, TensorSpec
 from hiergen.windows import layouts
-from hiergen.training.model import DualTransformer, LookupTables, decode_step
+from hiergen.training.model import DecodeWeights, DualTransformer, LookupTables, decode_step
 
 MAX_BATCH = 8      # 2 x 4 sequences with classifier-free guidance
 
@@ -141,15 +144,18 @@ class Graph(torch.nn.Module):
 
 
 class DecodeGraph(torch.nn.Module):
-    """One decode step (new_tokens = 1): training/model.py decode_step, the step graph with fewer nodes."""
+    """One decode step of an image token (new_tokens = 1, codes >= text_len): training/model.py decode_step,
+    the step graph with fewer nodes."""
 
     def __init__(self, model: DualTransformer):
         super().__init__()
         self.model = model
         self.tables = LookupTables(model)
+        self.weights = DecodeWeights(model)     # refolded QKV and mixed output projections: graph constants
 
     def forward(self, tokens, codes, *caches):
-        return flatten(*decode_step(self.model, self.tables, tokens, codes, per_layer(caches, self.model)))
+        return flatten(*decode_step(self.model, self.tables, self.weights, tokens, codes,
+                                    per_layer(caches, self.model)))
 
 
 class PrefillGraph(torch.nn.Module):
