@@ -9,6 +9,7 @@ the new keys/values of each step are written into it at their slots
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ log = logging.getLogger("hiergen")
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 BACKENDS = ("auto",) + tuple(PROVIDERS)
 SINGLE_THREAD_BELOW = 8     # CPU decode steps of fewer sequences run on one intra-op thread (decode_session)
+_LOCK = threading.Lock()
 
 
 class BackendError(ValueError):
@@ -70,8 +72,9 @@ class OrtStepModel:
         dec_spec = manifest["fragments"][dec] if dec else spec
         # The arena lives where the graph runs: host memory for the CPU provider, device memory otherwise.
         self.on_device = self.decode.get_providers()[0] != "CPUExecutionProvider"
-        # small CPU decode steps run on one intra-op thread (decode_session)
-        self.decode_single = session(pkg, dec_spec, providers, 1) if not self.on_device and threads != 1 else None
+        # small CPU decode steps run on one intra-op thread, each batch size on its own session (decode_session)
+        self._single = None if self.on_device or threads == 1 else (lambda: session(pkg, dec_spec, providers, 1))
+        self._by_batch: dict[int, ort.InferenceSession] = {}
         self.single_thread_below = SINGLE_THREAD_BELOW
         # past inputs the decode graph reads as Swin-window blocks (hiergen/windows.py) -> layer parity
         self.window_local = {k: int(v) for k, v in dec_spec["kv_cache"].get("window_local", {}).items()}
@@ -95,11 +98,17 @@ class OrtStepModel:
         return DeviceArena(self, batch) if self.on_device else HostArena(self, batch, self.decode_session(batch))
 
     def decode_session(self, batch: int) -> ort.InferenceSession:
-        """The decode graph's session for a CPU arena of `batch` sequences: below SINGLE_THREAD_BELOW one
-        intra-op thread, whose steps come out faster than two threads' (docs/runtime.md, "Threads"):
-        splitting a decode step's small Gemms costs more than it saves, and between steps the second
-        thread sleeps and must be woken; at batch 8 the Gemms are large enough to split."""
-        return self.decode if batch >= self.single_thread_below or self.decode_single is None else self.decode_single
+        """The decode graph's session for a CPU arena of `batch` sequences. Below SINGLE_THREAD_BELOW a
+        session with one intra-op thread, one per batch size, made on first use; otherwise `decode`, with
+        the pipeline's threads. Measured on a 2-core VM (docs/runtime.md, "One thread for small decode
+        steps"): small steps run faster on one thread than split over two, and a batch-4 step 12-17%
+        faster on a session of its own than on one that also runs batch 2."""
+        if batch >= self.single_thread_below or self._single is None:
+            return self.decode
+        with _LOCK:                                     # pipelines may be shared by threads
+            if batch not in self._by_batch:
+                self._by_batch[batch] = self._single()
+            return self._by_batch[batch]
 
     def step(self, tokens: np.ndarray, codes: np.ndarray, cache: HostArena | DeviceArena) -> np.ndarray:
         """Logits (B, T, V); a decode step's live in the arena until the next step."""

@@ -46,8 +46,8 @@ def test_sessions_flush_denormals_to_zero(tmp_path):
 
 
 def test_small_cpu_decode_steps_run_on_one_intra_op_thread():
-    """Below SINGLE_THREAD_BELOW sequences a CPU arena binds the decode graph's one-thread session; from
-    there on, or when the pipeline asked for one thread anyway, the session with the pipeline's threads."""
+    """Below SINGLE_THREAD_BELOW sequences a CPU arena binds a one-thread session of the decode graph, one per
+    batch size; from there on, or when the pipeline asked for one thread anyway, the pipeline's session."""
     from hiergen.runtime.backend import SINGLE_THREAD_BELOW, OrtStepModel
     from hiergen.runtime.package import open_package
     from hiergen.runtime.pipeline import DEFAULT_PACKAGE
@@ -55,10 +55,10 @@ def test_small_cpu_decode_steps_run_on_one_intra_op_thread():
     manifest = open_package(DEFAULT_PACKAGE)
     cpu = ["CPUExecutionProvider"]
     m = OrtStepModel(DEFAULT_PACKAGE, manifest, "interp_step", cpu)
-    assert m.decode_single is not m.decode
-    assert m.decode_single.get_session_options().intra_op_num_threads == 1
     assert m.decode.get_session_options().intra_op_num_threads == 0          # ONNX Runtime's default: all cores
-    small, large = m.new_cache(SINGLE_THREAD_BELOW - 1), m.new_cache(SINGLE_THREAD_BELOW)
-    assert small.sess is m.decode_single and large.sess is m.decode
+    two, four, large = m.new_cache(2), m.new_cache(4), m.new_cache(SINGLE_THREAD_BELOW)
+    assert large.sess is m.decode and len({id(two.sess), id(four.sess), id(m.decode)}) == 3
+    assert all(a.sess.get_session_options().intra_op_num_threads == 1 for a in (two, four))
+    assert m.new_cache(2).sess is two.sess                                   # made once per batch size
     one = OrtStepModel(DEFAULT_PACKAGE, manifest, "interp_step", cpu, threads=1)
-    assert one.decode_single is None and one.new_cache(2).sess is one.decode
+    assert one.new_cache(2).sess is one.new_cache(4).sess is one.decode
