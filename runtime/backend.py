@@ -54,6 +54,10 @@ def session(pkg: Path, spec: dict, providers: list[str], threads: int | None = N
     # probabilities-times-values MatMul then handle in microcode: the interp prefill's softmax ran
     # 6x slower (docs/runtime.md, "Denormals"). Values below 1.2e-38 become 0; nothing else changes.
     so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    # Pool threads stop spinning when a run returns. Every multi-threaded session has its own pool, and
+    # a pool left spinning after its last run took a core from the next session's run: the VQ-VAE
+    # decoder ran 113 ms after the batch-8 decode steps instead of 66 ms (docs/runtime.md, "Spinning").
+    so.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(pkg / spec["file"]), so, providers=providers)
 
 

@@ -62,3 +62,18 @@ def test_small_cpu_decode_steps_run_on_one_intra_op_thread():
     assert m.new_cache(2).sess is two.sess                                   # made once per batch size
     one = OrtStepModel(DEFAULT_PACKAGE, manifest, "interp_step", cpu, threads=1)
     assert one.new_cache(2).sess is one.new_cache(4).sess is one.decode
+
+
+def test_sessions_stop_spinning_when_a_run_returns():
+    """Every session's pool threads stop spinning after a run, so an idle session's pool does not take a
+    core from the next session's run (docs/runtime.md, "Spinning"); denormals are flushed in each."""
+    from hiergen.runtime.pipeline import Pipeline
+
+    pipe = Pipeline.load(backend="cpu")
+    sessions = [pipe.codec.enc, pipe.codec.dec]
+    for m in pipe.models.values():
+        sessions += [m.sess, m.prefill, m.decode, m.decode_session(2)]
+    for s in sessions:
+        opts = s.get_session_options()
+        assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
+        assert opts.get_session_config_entry("session.set_denormal_as_zero") == "1"
