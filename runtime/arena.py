@@ -283,7 +283,7 @@ class HostArena(_Layout):
         self._unsynced.clear()
         for parity, lay in enumerate(self.layouts):
             w, at = lay.place(codes)
-            src = self.wblocks[parity][:, np.maximum(w, 0), :, :, at]       # text: in every window, take the first
+            src = self.wblocks[parity][:, w, :, :, at]                      # decoded codes: image tokens
             self.kv[self.wseq[parity], :, :, codes] = src.transpose(1, 2, 3, 0, 4)    # -> (pairs, B, H, n, hd)
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:

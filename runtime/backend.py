@@ -79,7 +79,6 @@ class OrtStepModel:
         # small CPU decode steps run on one intra-op thread, each batch size on its own session (decode_session)
         self._single = None if self.on_device or threads == 1 else (lambda: session(pkg, dec_spec, providers, 1))
         self._by_batch: dict[int, ort.InferenceSession] = {}
-        self.single_thread_below = SINGLE_THREAD_BELOW
         # past inputs the decode graph reads as Swin-window blocks (hiergen/windows.py) -> layer parity
         self.window_local = {k: int(v) for k, v in dec_spec["kv_cache"].get("window_local", {}).items()}
         self.window_shapes = {t["name"]: t["shape"] for t in dec_spec["inputs"] if t["name"] in self.window_local}
@@ -107,7 +106,7 @@ class OrtStepModel:
         the pipeline's threads. Measured on a 2-core VM (docs/runtime.md, "One thread for small decode
         steps"): small steps run faster on one thread than split over two, and a batch-4 step 12-17%
         faster on a session of its own than on one that also runs batch 2."""
-        if batch >= self.single_thread_below or self._single is None:
+        if batch >= SINGLE_THREAD_BELOW or self._single is None:
             return self.decode
         with _LOCK:                                     # pipelines may be shared by threads
             if batch not in self._by_batch:
