@@ -149,10 +149,14 @@ def cmd_train(args) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    overrides = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "fixed_rate": args.fixed_rate,
+                 "text_dropout": args.text_dropout, "init_from": args.init, "weights": args.weights,
+                 "backbone_lr": args.backbone_lr, "schedule": args.schedule, "ckpt_every": args.ckpt_every,
+                 "ckpt_minutes": args.ckpt_minutes, "probe_every": args.probe_every,
+                 "probe_prompts": args.probe_prompts, "pretrained_backbone": False if args.random_backbone else None}
     try:
-        train_models(args.tokens, args.out, kinds, steps=args.steps, batch=args.batch, lr=args.lr,
-                     seed=args.seed, restart=args.restart, backbone=args.backbone, fixed_rate=args.fixed_rate,
-                     text_dropout=args.text_dropout, random_backbone=args.random_backbone, init=args.init)
+        train_models(args.tokens, args.out, kinds, overrides, seed=args.seed, restart=args.restart,
+                     backbone=args.backbone, frozen=args.frozen, vqvae=args.vqvae)
     except (TrainError, ValueError, OSError) as e:
         return _fail(str(e))
     return 0
@@ -162,7 +166,8 @@ def cmd_tokenize(args) -> int:
     if (msg := _needs_torch()):
         return _fail(msg)
     from hiergen.training import commands
-    return commands.cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out, threads=args.threads)
+    return commands.cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out, threads=args.threads,
+                                  jobs=args.jobs)
 
 
 def cmd_vqvae_quality(args) -> int:
@@ -443,13 +448,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "on the frozen t2i backbone (the ablation)")
     s.add_argument("--text-dropout", type=float, default=None,
                    help="share of text-free samples, for classifier-free guidance (default: the recipe's)")
+    s.add_argument("--weights", choices=("video", "all"), default=None,
+                   help="keyframe/interp: which weights train on top of the backbone: all (the default recipe: "
+                        "every weight, starting from the backbone) or video (attention-plus, gates and the temporal "
+                        "table only, the backbone frozen as in CogVideo)")
+    s.add_argument("--frozen", action="store_true",
+                   help="keyframe/interp: CogVideo's frozen-backbone recipe (--weights video, 2,000 steps of 16, "
+                        "cosine): the ablation row")
+    s.add_argument("--backbone-lr", type=float, default=None, metavar="SHARE",
+                   help="with --weights all: the backbone weights' learning rate as a share of --lr (default 1)")
+    s.add_argument("--schedule", choices=("cosine", "wsd"), default=None,
+                   help="learning-rate schedule after warm-up: cosine to 10%%, or wsd (held, then a linear decay "
+                        "over the last 20%% of the steps; --steps may be raised on resume before the decay starts)")
+    s.add_argument("--probe-every", type=int, default=None, metavar="STEPS",
+                   help="keyframe/interp: steps between motion probes (sampled videos of validation prompts judged "
+                        "by the clip analyzer, logged in the history and plotted to OUT/KIND.motion.png); 0 = off "
+                        "(default: the recipe's, 250)")
+    s.add_argument("--probe-prompts", type=int, default=None, help="validation prompts the motion probe samples "
+                                                                   "(default 32)")
+    s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors",
+                   help="keyframe/interp: the tokenizer the motion probe decodes with (default %(default)s)")
     s.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start afresh")
     s.add_argument("--threads", type=int, default=None,
                    help="CPU threads for PyTorch (default: all cores; use 1 when other work shares the machine, "
                         "small models lose far more to thread contention than they gain)")
     s.add_argument("--textured-share", type=float, default=None,
                    help="vqvae: share of on-the-fly clips with a textured background (default 0.3)")
-    s.add_argument("--ckpt-every", type=int, default=None, help="vqvae: steps between resume checkpoints (default 500)")
+    s.add_argument("--ckpt-every", type=int, default=None,
+                   help="steps between resume points (default: vqvae 500, transformers 200)")
+    s.add_argument("--ckpt-minutes", type=float, default=None,
+                   help="transformers: also a resume point after this many minutes (default 5)")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="vqvae: training precision; auto uses bf16 where the hardware has it")
     s.set_defaults(func=cmd_train)
@@ -461,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokenizer checkpoint (default checkpoints/vqvae/final.safetensors)")
     s.add_argument("--out", required=True, help="token shard folder")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for encoding; 1 is fastest on a shared machine")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="worker processes of one thread each (default 1); on an idle machine one per core is "
+                        "fastest: the small convolutions gain little from threads")
     s.set_defaults(func=cmd_tokenize)
 
     s = sub.add_parser("generate", help="generate a video from a prompt with a model package (ONNX Runtime, no torch)",

@@ -48,7 +48,7 @@ def reconstruct(clips: list[Clip], vqvae: str) -> list[Clip]:
     if importlib.util.find_spec("torch") is None:
         raise EvalError("--vqvae needs PyTorch: pip install 'hiergen[train]'")
     from hiergen.training.checkpoint import CheckpointError
-    from hiergen.training.train_vqvae import load_vqvae
+    from hiergen.training.vqvae import load_vqvae
     try:
         vq = load_vqvae(vqvae)
     except CheckpointError as e:

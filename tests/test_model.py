@@ -91,3 +91,29 @@ def test_cached_decoding_equals_the_full_forward(kind):
     diff = float((stepped - full).abs().max())
     print(kind, "max |logit diff| cached vs full:", diff)
     assert diff < 1e-5
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_whole_sequence_attention_by_blocks_equals_the_dense_masks(kind):
+    """Training runs attention-base as per-frame blocks and the keyframe model's attention-plus as plain
+    causal attention: the same logits and gradients as the dense masks of masks.py."""
+    torch.manual_seed(2)
+    model = DualTransformer(CFG, kind)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)               # away from the initial near-zero projections
+    tokens, codes, _ = sample_batch(CFG, kind, batch=3)
+    structured = model.training_masks(codes)
+    assert structured is not None and model.training_masks(codes[:, :-1]) is None
+    results = []
+    for masks in (structured, model.masks(codes, codes)):
+        model.zero_grad()
+        x, is_text = model.embed(tokens, codes)
+        logits, _ = model._run(x, is_text, masks, [None] * CFG.n_layer)
+        logits.square().mean().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    (a, ga), (b, gb) = results
+    diff = float((a - b).abs().max())
+    grad_diff = max(float((x - y).abs().max()) for x, y in zip(ga, gb))
+    print(kind, "max |logit diff|", diff, "max |grad diff|", grad_diff)
+    assert diff < 1e-5 and grad_diff < 1e-5

@@ -123,3 +123,98 @@ def test_warm_start_begins_where_the_checkpoint_ended(tmp_path):
                   backbone=t2i, show_progress=False)
     h_first, h_again = (ckpt.load(p).extra["history"] for p in (first, again))
     assert h_again["val_loss"][0] == pytest.approx(h_first["val_loss"][-1])     # starts from the trained weights
+
+
+def test_every_weight_trains_from_the_backbone_and_the_checkpoint_holds_the_whole_model(tmp_path):
+    clips = fake_clips()
+    r = Recipe(steps=4, batch=4, lr=3e-3, warmup=1, ckpt_every=4, eval_every=4)
+    t2i = train(Kind.T2I, CFG, clips, clips, tmp_path / "t2i", r, show_progress=False)
+    path = train(Kind.KEYFRAME, CFG, clips, clips, tmp_path / "all", Recipe(**{**vars(r), "weights": "all"}),
+                 backbone=t2i, show_progress=False)
+    saved = ckpt.load(path).model_state
+    model = load_model(path, t2i)
+    backbone = load_model(t2i)
+    assert set(saved) == set(model.state_dict())                # the whole model, not only the video part
+    for name in ("blocks.0.mlp.fc.weight", "blocks.1.base.qkv.weight", "head.weight"):
+        assert not torch.equal(model.state_dict()[name], backbone.state_dict()[name]), name
+        assert torch.equal(model.state_dict()[name], saved[name])
+
+
+def test_backbone_weights_get_their_own_learning_rate():
+    from hiergen.training.model import DualTransformer
+    from hiergen.training.train_transformer import param_groups
+    model = DualTransformer(CFG, Kind.INTERP)
+    groups = param_groups(model, Recipe(weights="all", backbone_lr=0.25))
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in groups:
+        backbone = {model.is_backbone(names[id(p)]) for p in g["params"]}
+        assert len(backbone) == 1
+        assert g["lr_scale"] == (0.25 if backbone.pop() else 1.0)
+        assert {p.dim() >= 2 for p in g["params"]} == {g["weight_decay"] > 0}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_wsd_schedule_holds_then_decays_and_raising_steps_before_the_decay_continues_the_run():
+    from hiergen.training.train_transformer import lr_at
+    r = Recipe(steps=100, lr=1.0, warmup=10, schedule="wsd", decay_frac=0.2, min_lr_frac=0.1)
+    assert lr_at(4, r) == pytest.approx(0.5)
+    assert lr_at(10, r) == lr_at(79, r) == 1.0
+    assert lr_at(90, r) == pytest.approx(0.55) and lr_at(100, r) == pytest.approx(0.1)
+    longer = Recipe(**{**vars(r), "steps": 200})
+    assert all(lr_at(s, longer) == lr_at(s, r) for s in range(80))
+
+
+def test_resume_may_run_longer_and_probe_but_not_change_the_recipe(tmp_path):
+    clips = fake_clips()
+    r = Recipe(steps=4, batch=4, lr=3e-3, warmup=1, ckpt_every=2, eval_every=2, schedule="wsd")
+    t2i = train(Kind.T2I, CFG, clips, clips, tmp_path, r, show_progress=False)
+    train(Kind.INTERP, CFG, clips, clips, tmp_path, r, backbone=t2i, show_progress=False)
+    longer = train(Kind.INTERP, CFG, clips, clips, tmp_path, Recipe(**{**vars(r), "steps": 6, "ckpt_every": 3}),
+                   backbone=t2i, show_progress=False)
+    assert ckpt.load(longer).extra["history"]["step"] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(TrainError, match="another recipe"):
+        train(Kind.INTERP, CFG, clips, clips, tmp_path, Recipe(**{**vars(r), "steps": 8, "lr": 1e-3}),
+              backbone=t2i, show_progress=False)
+
+
+def test_resume_points_by_the_clock(tmp_path, monkeypatch):
+    """ckpt_minutes writes a resume point when the time is up, whatever ckpt_every says."""
+    import hiergen.training.train_transformer as tt
+    clips = fake_clips()
+    r = Recipe(steps=6, batch=4, lr=3e-3, warmup=1, ckpt_every=1000, eval_every=1000, ckpt_minutes=1e-9)
+    real_lr_at = tt.lr_at
+
+    def killing_lr_at(step, recipe):
+        if step == 3:
+            raise KeyboardInterrupt("killed")
+        return real_lr_at(step, recipe)
+    monkeypatch.setattr(tt, "lr_at", killing_lr_at)
+    with pytest.raises(KeyboardInterrupt):
+        train(Kind.T2I, CFG, clips, clips, tmp_path, r, show_progress=False)
+    assert ckpt.load(tmp_path / "t2i.last.safetensors").extra["step"] == 3
+
+
+class CountingProbe:
+    """Stands in for a MotionProbe: records the steps it ran at and whether the model was in eval mode."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, model):
+        self.calls.append(model.training)
+        return {"motion": 0.5, "colour": 1.0, "shape": 1.0, "size": 1.0, "two_phase_motion": 0.0,
+                "one_object": 1.0}
+
+
+def test_motion_probes_are_logged_at_the_start_every_n_steps_and_at_the_end(tmp_path):
+    clips = fake_clips()
+    r = Recipe(steps=5, batch=4, lr=3e-3, warmup=1, ckpt_every=5, eval_every=5, probe_every=2)
+    t2i = train(Kind.T2I, CFG, clips, clips, tmp_path, Recipe(steps=2, batch=4), show_progress=False)
+    probe = CountingProbe()
+    path = train(Kind.KEYFRAME, CFG, clips, clips, tmp_path, r, backbone=t2i, show_progress=False, probe=probe)
+    rows = ckpt.load(path).extra["history"]["probe"]
+    assert [row["step"] for row in rows] == [0, 2, 4, 5]
+    assert [row["samples"] for row in rows] == [0, 8, 16, 20]
+    assert all(row["motion"] == 0.5 for row in rows)
+    minutes = [row["minutes"] for row in rows]
+    assert minutes == sorted(minutes) and minutes[0] >= 0

@@ -8,7 +8,8 @@ import torch
 from hiergen.training import train_vqvae as tv
 from hiergen.training.checkpoint import CheckpointError, load, load_model_state, save
 from hiergen.training.quality import evaluate, heldout_frames, measure_quality
-from hiergen.training.train_vqvae import TrainOptions, load_vqvae, train_vqvae
+from hiergen.training.train_vqvae import TrainOptions, train_vqvae
+from hiergen.training.vqvae import load_vqvae
 from hiergen.training.vqvae import VQVAE, VQVAEConfig, denormalize, normalize
 
 TINY = VQVAEConfig(image_size=16, widths=(8, 8, 16), n_res=0, n_mid=1, res_hidden=8, dec_out_width=8,
@@ -208,9 +209,14 @@ def test_tokenize_cache_key(tiny_run, tmp_path, monkeypatch):
     # same key, intact shards: reused without loading the tokenizer
     def no_encoding(*a, **k):
         raise AssertionError("re-encoded although the cache key matched")
-    monkeypatch.setattr(tv, "load_vqvae", no_encoding)
+    import hiergen.training.vqvae as vq_module
+    monkeypatch.setattr(vq_module, "load_vqvae", no_encoding)
     assert tk.tokenize_dataset(tmp_path / "ds", ckpt, tmp_path / "tok", show_progress=False) == m1
     monkeypatch.undo()
+
+    # worker processes give the same shards
+    tk.tokenize_dataset(tmp_path / "ds", ckpt, tmp_path / "tok2", show_progress=False, jobs=2)
+    assert tk._read_manifest(tmp_path / "tok2")["splits"] == m1["splits"]
 
     # a damaged shard under the same key is rebuilt, not trusted
     (tmp_path / "tok" / "val.npz").write_bytes(b"garbage")

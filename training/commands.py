@@ -42,12 +42,13 @@ def cmd_train_vqvae(out: str, steps: int | None = None, batch: int | None = None
     return 0
 
 
-def cmd_tokenize(data: str, vqvae: str, out: str, batch: int = 512, threads: int | None = None) -> int:
+def cmd_tokenize(data: str, vqvae: str, out: str, batch: int = 32, threads: int | None = None,
+                 jobs: int = 1) -> int:
     from hiergen.data import DatasetError
     from hiergen.training.tokenize import TokensError, tokenize_dataset
 
     try:
-        manifest = tokenize_dataset(data, vqvae, out, batch=batch, threads=threads)
+        manifest = tokenize_dataset(data, vqvae, out, batch=batch, threads=threads, jobs=jobs)
     except (CheckpointError, DatasetError, TokensError, ValueError) as e:
         return _fail(e)
     parts = ", ".join(f"{s}: {e['n_clips']} clips / {e['n_frames']} frames" for s, e in manifest["splits"].items())

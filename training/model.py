@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from hiergen.config import Kind, ModelConfig
 from hiergen.windows import layouts
-from hiergen.training.masks import base_visible, decode, plus_visible
+from hiergen.training.masks import base_visible, decode, frame_order, plus_visible, sequence_codes
 
 
 @dataclass
@@ -59,6 +59,40 @@ def mask_bias(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, 0.0, MASKED).unsqueeze(1)
 
 
+@dataclass(frozen=True)
+class FrameBlocks:
+    """Attention-base over a whole training sequence (text, then whole frames), as blocks.
+
+    The mask lets a text query see earlier text and an image query the text
+    and its own frame (causally, or whole for `bidirectional` frames), so the
+    sequence's scores are one text block and one (text + frame) block per
+    frame: about a fifth of the dense (T, T) scores of a 5-frame sequence.
+    Same values as the dense mask (tests/test_model.py); training only.
+    """
+    text_len: int
+    frame_len: int
+    bidirectional: tuple[bool, ...]       # per frame, in sequence order
+
+
+CAUSAL = "causal"                         # a mask that is exactly causal over the sequence's order
+
+
+def frame_block_attention(q, k, v, fb: FrameBlocks) -> torch.Tensor:
+    """q, k, v (B, H, T, hd) of a sequence laid out as `fb` -> attention output (B, H, T, hd)."""
+    B, H, T, hd = q.shape
+    L, P, n = fb.text_len, fb.frame_len, len(fb.bidirectional)
+    text = F.scaled_dot_product_attention(q[:, :, :L], k[:, :, :L], v[:, :, :L], is_causal=True)
+
+    def blocks(t):                        # (B, H, n, L + P, hd): each frame's block with the text in front
+        return torch.cat([t[:, :, None, :L].expand(B, H, n, L, hd), t[:, :, L:].reshape(B, H, n, P, hd)], dim=3)
+    causal = torch.ones(P, P, dtype=torch.bool, device=q.device).tril()
+    frame_masks = torch.stack([torch.ones_like(causal) if bi else causal for bi in fb.bidirectional])  # (n, P, P)
+    mask = torch.cat([torch.ones(n, P, L, dtype=torch.bool, device=q.device), frame_masks], dim=2)   # (n, P, L + P)
+    images = F.scaled_dot_product_attention(q[:, :, L:].reshape(B, H, n, P, hd), blocks(k), blocks(v),
+                                            attn_mask=mask)
+    return torch.cat([text, images.reshape(B, H, n * P, hd)], dim=2)
+
+
 class Attention(nn.Module):
     """Projections of one attention channel; the pattern comes from the mask."""
 
@@ -73,8 +107,13 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=-1)
         return [t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v)]  # 3 x (B, H, T, hd)
 
-    def forward(self, q, k, v, mask: torch.Tensor) -> torch.Tensor:
-        # q (B, H, Tq, hd), k/v (B, H, Tk, hd), mask (B, Tq, Tk) bool, True = may attend
+    def forward(self, q, k, v, mask) -> torch.Tensor:
+        # q (B, H, Tq, hd), k/v (B, H, Tk, hd), mask (B, Tq, Tk) bool, True = may attend;
+        # or, for a whole training sequence, the same pattern as FrameBlocks or CAUSAL (faster).
+        if isinstance(mask, FrameBlocks):
+            return self.merge(frame_block_attention(q, k, v, mask))
+        if isinstance(mask, str) and mask == CAUSAL:
+            return self.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True))
         return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1)))
 
     def explicit(self, q, k, v, bias) -> torch.Tensor:
@@ -150,7 +189,8 @@ class Block(nn.Module):
             new_kv.append((k, v))
             if cache_kv is None:
                 m = masks[i]
-                out.append(attn(q, k, v, m) if m.dtype == torch.bool else attn.explicit(q, k, v, m))
+                dense_bias = isinstance(m, torch.Tensor) and m.dtype != torch.bool
+                out.append(attn.explicit(q, k, v, m) if dense_bias else attn(q, k, v, m))
             else:
                 out.append(attn.cached(q, k, v, *cache_kv[i], *masks[i]))
         x = x + self.mix(out, is_text.unsqueeze(-1))
@@ -246,6 +286,22 @@ class DualTransformer(nn.Module):
             plus.append(m & valid.unsqueeze(1) if valid is not None else m)
         return [(base, plus[i % 2]) for i in range(self.cfg.n_layer)]
 
+    def training_masks(self, codes: torch.Tensor) -> list | None:
+        """masks(codes, codes) as the faster structured patterns when `codes` is one whole training
+        sequence (sequence_codes of this kind, shared by the batch); None otherwise."""
+        cfg = self.cfg
+        want = sequence_codes(cfg, self.kind)
+        if codes.dim() != 2 or codes.shape[1] != len(want) or not bool((codes.cpu() == want).all()):
+            return None
+        bidi = tuple(self.kind == Kind.INTERP and f % 2 == 0 for f in frame_order(self.kind, cfg.n_frames))
+        base = FrameBlocks(cfg.text_len, cfg.tokens_per_frame, bidi)
+        if self.kind == Kind.T2I:
+            return [(base, None)] * cfg.n_layer
+        if self.kind == Kind.KEYFRAME:           # attention-plus is causal over the frame-major sequence
+            return [(base, CAUSAL)] * cfg.n_layer
+        dense = self.masks(codes, codes)
+        return [(base, plus) for _, plus in dense]
+
     def forward(self, tokens: torch.Tensor, codes: torch.Tensor, cache: KVCache | None = None,
                 tables: "LookupTables | None" = None):
         """tokens, codes (B, T) int64 -> logits over image tokens (B, T, image_vocab), new KV.
@@ -257,7 +313,10 @@ class DualTransformer(nn.Module):
         if cache is not None:
             return self.forward_cached(tokens, codes, cache.layers(), tables)
         x, is_text = self.embed(tokens, codes, tables)
-        masks = self.masks(codes, codes) if tables is None else tables.layer_masks(codes)
+        if tables is not None:
+            masks = tables.layer_masks(codes)
+        else:
+            masks = self.training_masks(codes) or self.masks(codes, codes)
         return self._run(x, is_text, masks, [None] * self.cfg.n_layer)
 
     def forward_cached(self, tokens: torch.Tensor, codes: torch.Tensor, layer_caches: list,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hiergen.synth import caption_for, render, seeds_for_split
-from hiergen.training.vqvae import VQVAE
+from hiergen.training.vqvae import VQVAE, load_vqvae
 
 FRAMES_PER_CLIP = 10
 
@@ -84,8 +84,6 @@ def measure_quality(vqvae_checkpoint: str | os.PathLike, n_frames: int = 1000,
                     data: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
                     textured: bool = False) -> dict:
     """Score a tokenizer checkpoint on n held-out frames; optionally write the result as JSON."""
-    from hiergen.training.train_vqvae import load_vqvae
-
     model = load_vqvae(vqvae_checkpoint)
     frames = heldout_frames(n_frames, size=model.cfg.image_size, data=data, textured=textured)
     result = {"checkpoint": str(vqvae_checkpoint), "data": str(data) if data else "synth (on the fly)",

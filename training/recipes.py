@@ -21,8 +21,19 @@ def default_config(image_vocab: int = 512, grid: int = 8) -> ModelConfig:
                        d_model=128, n_layer=4, n_head=4, window=grid // 2)
 
 
+# The video models train every weight, starting from the backbone, on a warm-up/stable/decay schedule made
+# for runs that continue over several sessions (docs/training.md, "Learning motion"): at this scale the frozen
+# backbone of CogVideo's recipe left attention-plus alone to learn motion, and it barely did. The
+# CogVideo-faithful recipe stays as FROZEN_VIDEO (the ablation row).
 RECIPES = {
     Kind.T2I: Recipe(steps=3000, batch=32, lr=2e-3, warmup=100),
+    Kind.KEYFRAME: Recipe(steps=8000, batch=32, lr=1e-3, warmup=200, weights="all", schedule="wsd",
+                          probe_every=250),
+    Kind.INTERP: Recipe(steps=8000, batch=32, lr=1e-3, warmup=200, weights="all", schedule="wsd",
+                        probe_every=250),
+}
+# CogVideo's own recipe at this scale: only attention-plus, its gates and the temporal table train.
+FROZEN_VIDEO = {
     # 20% text-free samples: enough unconditional training for guidance at generation.
     Kind.KEYFRAME: Recipe(steps=2000, batch=16, lr=1e-3, warmup=100, text_dropout=0.2),
     Kind.INTERP: Recipe(steps=2000, batch=16, lr=1e-3, warmup=100),
@@ -41,12 +52,26 @@ def plot_history(history: dict, path: Path, title: str) -> Path:
     return line_plot(series, path, title, "step", "cross-entropy (nats per image token)", logy=True)
 
 
-def train_models(tokens_dir: str, out: str, models: list[Kind], steps: int | None = None,
-                 batch: int | None = None, lr: float | None = None, seed: int = 0,
-                 restart: bool = False, backbone: str | None = None, fixed_rate: int | None = None,
-                 text_dropout: float | None = None, random_backbone: bool = False,
-                 init: str | None = None) -> list[Path]:
-    """Train `models` into `out`; the video models sit on `backbone` (default <out>/t2i.safetensors)."""
+def plot_motion(history: dict, path: Path, title: str) -> Path | None:
+    """Motion probe accuracy against training minutes (None when the run made no probe)."""
+    rows = history.get("probe") or []
+    if not rows:
+        return None
+    minutes = [r["minutes"] for r in rows]
+    series = {k: (minutes, [r[k] for r in rows]) for k in ("motion", "two_phase_motion", "colour", "shape")}
+    return line_plot(series, path, title, "training minutes", "accuracy on the probe's validation prompts",
+                     ylim=(0.0, 1.0))
+
+
+def train_models(tokens_dir: str, out: str, models: list[Kind], overrides: dict | None = None, seed: int = 0,
+                 restart: bool = False, backbone: str | None = None, frozen: bool = False,
+                 vqvae: str = "checkpoints/vqvae/final.safetensors") -> list[Path]:
+    """Train `models` into `out`; the video models sit on `backbone` (default <out>/t2i.safetensors).
+
+    overrides: Recipe fields to change (None values are ignored); frozen: the video models on CogVideo's
+    frozen-backbone recipe (FROZEN_VIDEO); vqvae: the tokenizer the motion probe decodes with.
+    """
+    from hiergen.training import checkpoint as ckpt
     from hiergen.training.tokenize import open_tokens
 
     shards = open_tokens(tokens_dir)
@@ -54,19 +79,26 @@ def train_models(tokens_dir: str, out: str, models: list[Kind], steps: int | Non
     cfg = default_config(grid=grid)
     train_clips, val_clips = token_clips(shards["train"]), token_clips(shards["val"])
     out_dir = Path(out)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
     done = []
     for kind in models:
-        overrides = {k: v for k, v in (("steps", steps), ("batch", batch), ("lr", lr), ("fixed_rate", fixed_rate),
-                                       ("text_dropout", text_dropout), ("init_from", init)) if v is not None}
-        if random_backbone:
-            overrides["pretrained_backbone"] = False
-        recipe = dataclasses.replace(RECIPES[kind], seed=seed, **overrides)
+        base_recipe = FROZEN_VIDEO[kind] if frozen and kind in FROZEN_VIDEO else RECIPES[kind]
+        recipe = dataclasses.replace(base_recipe, seed=seed, **given)
+        random_backbone = not recipe.pretrained_backbone
         base = None if kind == Kind.T2I or random_backbone else Path(backbone) if backbone else out_dir / "t2i.safetensors"
-        path = train(kind, cfg, train_clips, val_clips, out_dir, recipe, backbone=base, resume=not restart)
-        from hiergen.training import checkpoint as ckpt
+        probe = None
+        if kind != Kind.T2I and recipe.probe_every:
+            from hiergen.training.motion_probe import MotionProbe
+            probe = MotionProbe.build(val_clips, kind, vqvae, n=recipe.probe_prompts)
+        path = train(kind, cfg, train_clips, val_clips, out_dir, recipe, backbone=base, resume=not restart,
+                     probe=probe)
         history = ckpt.load(path).extra["history"]
+        minutes = history["seconds"] / 60
         plot_history(history, out_dir / f"{kind.value}.loss.png",
-                     f"{kind.value}: {recipe.steps} steps, batch {recipe.batch}, {history['seconds'] / 60:.0f} min")
-        print(f"wrote {path} ({history['seconds'] / 60:.1f} min); loss curve {out_dir / f'{kind.value}.loss.png'}")
+                     f"{kind.value}: {recipe.steps} steps, batch {recipe.batch}, {minutes:.0f} min")
+        motion = plot_motion(history, out_dir / f"{kind.value}.motion.png",
+                             f"{kind.value}: motion probe ({recipe.probe_prompts} validation prompts)")
+        print(f"wrote {path} ({minutes:.1f} min); loss curve {out_dir / f'{kind.value}.loss.png'}"
+              + (f", motion curve {motion}" if motion else ""))
         done.append(path)
     return done

@@ -1,4 +1,4 @@
-"""The learning-rate schedule every trainer uses: linear warm-up, then cosine decay to a floor."""
+"""Learning-rate schedules: linear warm-up, then cosine decay to a floor, or held then decayed (WSD)."""
 from __future__ import annotations
 
 import math
@@ -10,3 +10,17 @@ def warmup_cosine(step: int, peak: float, warmup: int, steps: int, floor_frac: f
         return peak * (step + 1) / warmup
     t = (step - warmup) / max(1, steps - warmup)
     return peak * (floor_frac + (1 - floor_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def warmup_stable_decay(step: int, peak: float, warmup: int, steps: int, floor_frac: float,
+                        decay_frac: float) -> float:
+    """Linear warm-up, then the peak held, then a linear decay to floor_frac * peak over the last
+    decay_frac of the steps. The long runs use it: raising `steps` before the decay starts continues
+    the same run, where a cosine schedule would have decayed already."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    decay_start = steps - int(decay_frac * steps)
+    if step < decay_start:
+        return peak
+    t = (step - decay_start) / max(1, steps - decay_start)
+    return peak * (1 - (1 - floor_frac) * min(t, 1.0))

@@ -47,6 +47,7 @@ from hiergen.progress import Progress
 from hiergen.synth import caption_for, render, split_of
 from hiergen.training.checkpoint import (CheckpointError, config_from_dict, load, load_model_state,
                                          save)
+from hiergen.training.quality import evaluate, heldout_frames
 from hiergen.training.schedule import warmup_cosine
 from hiergen.training.vqvae import VQVAE, VQVAEConfig, normalize
 
@@ -167,16 +168,6 @@ def _codebook_gen(seed: int, step: int, device: torch.device) -> torch.Generator
     return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (1 << 63))
 
 
-def load_vqvae(path: str | os.PathLike, device: str | torch.device = "cpu") -> VQVAE:
-    """Rebuild a VQ-VAE from a checkpoint (its config travels inside), in eval mode."""
-    ckpt = load(path, VQVAEConfig, kind="vqvae")
-    model = VQVAE(ckpt.config)
-    load_model_state(model, ckpt)
-    if not bool(model.codebook.initialised):
-        raise CheckpointError(f"{path} holds an untrained codebook; train the tokenizer first")
-    return model.to(device).eval()
-
-
 # ------------------------------------------------------------ training
 def train_vqvae(out_dir: str | os.PathLike, config: VQVAEConfig | None = None,
                 options: TrainOptions | None = None, *, data: str | os.PathLike | None = None,
@@ -190,8 +181,6 @@ def train_vqvae(out_dir: str | os.PathLike, config: VQVAEConfig | None = None,
     threads (1 is fastest on a machine shared with other jobs); a bit-identical
     resume needs the same thread count as the interrupted run.
     """
-    from hiergen.training.quality import evaluate, heldout_frames
-
     config = config or VQVAEConfig()
     opts = dataclasses.replace(options or TrainOptions(), **overrides)
     out = Path(out_dir)

@@ -21,11 +21,14 @@ and `decode`, in `VQVAE.forward` under `self.training`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from hiergen.training.checkpoint import CheckpointError, load, load_model_state
 
 
 @dataclass(frozen=True)
@@ -317,3 +320,13 @@ class VQVAE(nn.Module):
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def load_vqvae(path: str | os.PathLike, device: str | torch.device = "cpu") -> VQVAE:
+    """Rebuild a VQ-VAE from a checkpoint (its config travels inside), in eval mode."""
+    ckpt = load(path, VQVAEConfig, kind="vqvae")
+    model = VQVAE(ckpt.config)
+    load_model_state(model, ckpt)
+    if not bool(model.codebook.initialised):
+        raise CheckpointError(f"{path} holds an untrained codebook; train the tokenizer first")
+    return model.to(device).eval()
