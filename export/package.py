@@ -28,6 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from hiergen.config import Kind, ModelConfig
+from hiergen.errors import HiergenError
 from hiergen.fileio import temp_dir_beside
 from hiergen.runtime.package import FORMAT, FORMAT_VERSION, sha256
 from hiergen.runtime.plan import Plan
@@ -42,7 +43,7 @@ _ALIGN = 64
 INLINE_BELOW = 1024    # bytes; smaller tensors (norm biases, scalars) stay inside each graph
 
 
-class ExportError(ValueError):
+class ExportError(HiergenError, ValueError):
     """An export that cannot proceed; the message says what to do."""
 
 
@@ -234,7 +235,8 @@ def export_package(checkpoints_dir: str | os.PathLike, vqvae_ckpt: str | os.Path
         paths[Kind.KEYFRAME] = Path(keyframe)
     absent = [str(p) for p in paths.values() if not p.exists()]
     if absent:
-        raise ExportError(f"missing checkpoint(s) {', '.join(absent)}: train them first (hiergen train --kind ...)")
+        raise ExportError(f"missing checkpoint(s) {', '.join(absent)}: train them first (`hiergen train "
+                          "t2i|keyframe|interp --tokens DIR --out CHECKPOINTS`) or pass --checkpoints")
     if not Path(vqvae_ckpt).exists():
         raise ExportError(f"missing VQ-VAE checkpoint {vqvae_ckpt}: train it first or pass --vqvae")
     backbone = d / "t2i.safetensors"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from hiergen.errors import HiergenError
+
 SIZES = ("small", "large")
 # Fixed RGB values, far apart in hue (white is the one unsaturated colour).
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -52,7 +54,7 @@ HELD_OUT_PAIRS = (("orange", "triangle"), ("cyan", "circle"),
                   ("purple", "square"), ("white", "triangle"))
 
 
-class CaptionError(ValueError):
+class CaptionError(HiergenError, ValueError):
     """A caption that is not a sentence of the grammar."""
 
 

@@ -9,8 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from hiergen.errors import EXIT_ERROR, EXIT_INTERRUPTED, HiergenError
+
 EPILOG = """\
 examples:
+  hiergen generate a small red circle moves left slowly -o red.mp4     a video with the shipped model
   hiergen info                                         what this machine can run
   hiergen synth --caption "a small red circle moves left quickly" -o clip.mp4
   hiergen synth --n 2000 --out data/synth              a captioned training set
@@ -25,14 +28,18 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _fail(msg: str) -> int:
+    """Every command's one error style (hiergen/errors.py): the message on stderr, exit status 2."""
     print(f"hiergen: error: {msg}", file=sys.stderr)
-    return 2
+    return EXIT_ERROR
 
 
 # ---------------------------------------------------------------- info
 def cmd_info(args) -> int:
+    import json
+
     from hiergen.sysinfo import collect, format_info
-    print(format_info(collect()))
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
 
 
@@ -178,52 +185,111 @@ def cmd_vqvae_quality(args) -> int:
                                       data=args.data, textured=args.textured)
 
 
+def check_threads(threads: int | None) -> None:
+    """1 .. 4 x the cores: more only adds contention (one run at --threads 1000 started 11,000 threads)."""
+    import os
+
+    from hiergen.runtime.options import OptionError
+    most = 4 * (os.cpu_count() or 1)
+    if threads is not None and not 1 <= threads <= most:
+        raise OptionError(f"--threads must be 1 to {most} (4 x this machine's {most // 4} cores), got {threads}")
+
+
+def read_prompts(path: str) -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are skipped."""
+    from hiergen.runtime.pipeline import PromptError
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PromptError(f"cannot read --prompts {path}: {getattr(e, 'strerror', None) or e}") from None
+    prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if not prompts:
+        raise PromptError(f"--prompts {path} holds no prompt: write one per line")
+    return prompts
+
+
+def _jobs(args) -> list[tuple[str, list[str]]]:
+    """(prompt, output files) per video: -o FILE for one prompt, or --prompts FILE into --out DIR."""
+    import re
+
+    from hiergen.runtime.options import OptionError
+    if bool(args.prompt) == bool(args.prompts):
+        raise OptionError("give one prompt (hiergen generate a small red circle moves left slowly -o out.mp4) "
+                          "or --prompts FILE --out DIR, not both and not neither")
+    if args.prompts:
+        if not args.out:
+            raise OptionError("--prompts FILE needs --out DIR for the videos")
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        prompts = read_prompts(args.prompts)
+        ext = Path(args.output).suffix if args.output else ".mp4"
+        stems = [f"{i + 1:03d}-{re.sub(r'[^a-z0-9]+', '-', p.lower()).strip('-')[:60]}" for i, p in enumerate(prompts)]
+        mains = [str(Path(args.out) / f"{stem}{ext}") for stem in stems]
+    else:
+        if args.out:
+            raise OptionError("--out DIR goes with --prompts FILE; for one prompt use -o FILE")
+        prompts, mains = [" ".join(args.prompt)], [args.output or "out.mp4"]
+    jobs = []
+    for prompt, main in zip(prompts, mains):
+        outs = [main] + [str(Path(main).with_suffix(e)) for e, on in ((".gif", args.gif), (".png", args.sheet)) if on]
+        jobs.append((prompt, list(dict.fromkeys(outs))))       # -o x.png --sheet: the sheet is written once
+    return jobs
+
+
 def _generate_and_save(args, load) -> int:
-    """Shared by `generate` (ONNX Runtime) and `reference` (PyTorch): check, load, generate, write."""
+    """Shared by `generate` (ONNX Runtime) and `reference` (PyTorch): check everything, load, generate, write."""
+    import json
     import warnings
 
     from hiergen.progress import Progress
-    from hiergen.runtime.pipeline import ImageError, PromptError, check_prompt, read_user_images
-    from hiergen.runtime.plan import rounds_for
-    from hiergen.runtime.video import VideoError, check_writable
+    from hiergen.runtime.options import GenerationOptions, OptionError
+    from hiergen.runtime.pipeline import check_prompt, read_user_images
+    from hiergen.runtime.video import check_output
     from hiergen.tokenizer import TextTokenizer
 
-    prompt = " ".join(args.prompt)
-    outputs = [args.output] + [str(Path(args.output).with_suffix(e))
-                               for e, on in ((".gif", args.gif), (".png", args.sheet)) if on]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # unknown words are reported once, by generate below
+    opts = GenerationOptions(frames=args.frames, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p, strict=args.strict)
+    check_threads(args.threads)
+    if args.fps is not None and not 0 < args.fps <= 240:
+        raise OptionError(f"--fps must be above 0 and at most 240, got {args.fps}")
+    jobs = _jobs(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # unknown words are reported once, by generate below
+        for prompt, outs in jobs:
             check_prompt(prompt, TextTokenizer.default(), args.strict)
-        rounds_for(args.frames)
-        read_user_images(args.frames, args.init_image, args.keyframes)      # bad images fail before the load
-        for out in outputs:
-            check_writable(out)
-        pipe = load()
-        bars: list[Progress] = []
+            for out in outs:
+                check_output(out)
+    read_user_images(args.frames, args.init_image, args.keyframes)      # bad images fail before the load
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    pipe = load()
+    bars: list[Progress] = []
 
-        def progress(stage: str, n: int):
-            if bars:
-                bars[-1].close()
-            bars.append(Progress(n, f"{stage:>9}", unit="tok", enabled=not args.quiet))
-            return bars[-1].update
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            video = pipe.generate(prompt, frames=args.frames, seed=args.seed, temperature=args.temperature,
-                                  top_k=args.top_k, top_p=args.top_p, strict=args.strict, progress=progress,
-                                  init_image=args.init_image, keyframes=args.keyframes)
+    def progress(stage: str, n: int):
         if bars:
             bars[-1].close()
+        bars.append(Progress(n, f"{stage:>9}", unit="tok", enabled=not args.quiet))
+        return bars[-1].update
+    report = []
+    for prompt, outs in jobs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            video = pipe.generate(prompt, progress=progress, init_image=args.init_image, keyframes=args.keyframes,
+                                  options=opts)
+        if bars:
+            bars.pop().close()
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
-        for out in outputs:
-            video.save(out)
-            print(f"wrote {out}")
-    except (PromptError, ImageError, VideoError, ValueError) as e:
-        return _fail(str(e))
-    t = video.result.timings
-    print(f"{len(video.frames)} frames at {video.fps:g} fps in {sum(t.values()):.1f} s ("
-          + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + ")")
+        fps = args.fps or video.fps
+        for out in outs:
+            video.save(out, fps=fps)
+            say(f"wrote {out}")
+        t = video.result.timings
+        say(f"{len(video.frames)} frames at {fps:g} fps in {sum(t.values()):.1f} s ("
+            + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + ")")
+        report.append({"prompt": video.prompt, "files": outs, "frames": len(video.frames), "fps": fps,
+                       "height": int(video.frames.shape[1]), "width": int(video.frames.shape[2]),
+                       "seed": opts.seed, "seconds": {k: round(v, 4) for k, v in t.items()}})
+    if args.json:
+        print(json.dumps(report[0] if len(report) == 1 and not args.prompts else report, indent=2))
     return 0
 
 
@@ -302,8 +368,17 @@ def cmd_export(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from hiergen.export.commands import cmd_check as run
-    return run(args.path)
+    import json
+
+    from hiergen.runtime.check import check_package
+    report = check_package(args.path, onnx_checker=False if args.no_onnx_checker else None)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "manifest"}, indent=2))
+    else:
+        skipped = "" if "onnx checker" in report["checks"] else " (ONNX checker skipped: pip install onnx to run it)"
+        print(f"{args.path}: ok ({report['format']} v{report['format_version']}, {report['fragments']} fragments; "
+              f"checked: {', '.join(report['checks'])}){skipped}")
+    return 0
 
 
 # ---------------------------------------------------------------- parser
@@ -315,15 +390,29 @@ def _add_checkpoint_options(s: argparse.ArgumentParser) -> None:
 
 
 def _add_generation_options(s: argparse.ArgumentParser) -> None:
-    s.add_argument("prompt", nargs="+", help="the caption, e.g. a small red circle moves left slowly")
-    s.add_argument("-o", "--output", default="out.mp4", help="video file: .mp4, .gif or .png (default out.mp4)")
+    s.add_argument("prompt", nargs="*", help="the caption, e.g. a small red circle moves left slowly")
+    s.add_argument("-o", "--output", default=None,
+                   help="video file: .mp4 (H.264), .gif or .png (a contact sheet); default out.mp4. With "
+                        "--prompts, only its extension counts")
+    s.add_argument("--prompts", metavar="FILE",
+                   help="generate one video per line of FILE (blank lines and # comments skipped) with one loaded "
+                        "model, into --out DIR as 001-<prompt>.mp4, ...; every video with --seed")
+    s.add_argument("--out", metavar="DIR", help="folder for the videos of --prompts (created if missing)")
+    s.add_argument("--fps", type=float, default=None,
+                   help="playback frame rate of the MP4/GIF (default: the rate the plan generated at, e.g. 32 "
+                        "for a quick action's 33 frames)")
+    s.add_argument("--json", action="store_true",
+                   help="print what was written (files, frames, fps, seconds per stage) as JSON on stdout; the "
+                        "human-readable lines go to stderr")
     s.add_argument("--gif", action="store_true", help="also write a GIF beside the output")
     s.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG beside the output")
     s.add_argument("--frames", type=int, default=33, help="frames to make: 5, 9, 17 or 33 (default 33)")
-    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    s.add_argument("--temperature", type=float, default=None, help="default: the plan's")
-    s.add_argument("--top-k", type=int, default=None, help="1 = greedy; default: the plan's")
-    s.add_argument("--top-p", type=float, default=None, help="default: the plan's (1.0 = off)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="sampling seed, 0 to 2**64-1 (default 0): the same seed gives the same video")
+    s.add_argument("--temperature", type=float, default=None, help="0 = greedy; default: the plan's (1.0)")
+    s.add_argument("--top-k", type=int, default=None,
+                   help="keep the k likeliest tokens: 0 = no cut, 1 = greedy; default: the plan's (12)")
+    s.add_argument("--top-p", type=float, default=None, help="nucleus share in (0, 1]; default: the plan's (1.0 = off)")
     s.add_argument("--strict", action="store_true", help="refuse prompts with words the model never saw")
     user = s.add_mutually_exclusive_group()
     user.add_argument("--init-image", metavar="IMAGE",
@@ -345,7 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     s = sub.add_parser("info", help="print versions, ONNX Runtime providers and whether CUDA/TensorRT are usable",
-                       formatter_class=_Formatter)
+                       formatter_class=_Formatter,
+                       description="What this machine can run: Python, hiergen, ONNX Runtime and its execution "
+                                   "providers, PyTorch (if installed), GPUs, and whether CUDA and TensorRT load.",
+                       epilog="examples:\n  hiergen info\n  hiergen info --json > machine.json")
+    s.add_argument("--json", action="store_true", help="print the same facts as JSON")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("synth", help="render captioned synthetic clips: one preview or a whole dataset",
@@ -353,7 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Render a caption to a clip (--caption, -o) or a dataset of clips (--n, --out).",
                        epilog="captions: 'a <small|large> <colour> <circle|square|triangle> <motion> [slowly|quickly]'\n"
                               "colours: red orange yellow green cyan blue purple white\n"
-                              "motions: moves left|right|up|down, moves X then Y (perpendicular), bounces, stays still")
+                              "motions: moves left|right|up|down, moves X then Y (perpendicular), bounces, stays still\n"
+                              "examples:\n"
+                              "  hiergen synth --caption \"a small red circle moves left quickly\" -o clip.mp4\n"
+                              "  hiergen synth --caption \"a large cyan square bounces slowly\" -o sheet.png --seed 3\n"
+                              "  hiergen synth --n 8000 --out data/synth8k")
     s.add_argument("--caption", help="render this caption")
     s.add_argument("-o", "--output", help="preview file for --caption: .mp4, .gif or .png (contact sheet)")
     s.add_argument("--n", type=int, help="number of clips for a dataset")
@@ -369,13 +466,15 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_Formatter,
                        description="Read videos listed in a JSONL of {\"path\", \"caption\"} lines (paths relative "
                                    "to FOLDER), centre-crop, resize and resample them to 16 fps. Unreadable files "
-                                   "are skipped with a warning.")
-    s.add_argument("folder")
+                                   "are skipped with a warning.",
+                       epilog="examples:\n  hiergen import-videos ~/clips ~/clips/captions.jsonl --out data/mine\n"
+                              "  hiergen import-videos ~/clips captions.jsonl --out data/mine --size 64 --strict --force")
+    s.add_argument("folder", help="folder the JSONL's video paths are relative to")
     s.add_argument("captions", help="JSONL file, one {\"path\": ..., \"caption\": ...} per line")
     s.add_argument("--out", required=True, help="dataset folder to create")
     s.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
     s.add_argument("--strict", action="store_true", help="skip videos whose caption is not in the caption grammar")
-    s.add_argument("--force", action="store_true")
+    s.add_argument("--force", action="store_true", help="replace an existing dataset folder at --out")
     s.set_defaults(func=cmd_import_videos)
 
     s = sub.add_parser("eval", help="score clips, or videos a model generates, against their captions",
@@ -419,12 +518,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train with checkpoints and resume: re-running the same command after a kill "
                                    "continues where it stopped. Order: vqvae, tokenize, then t2i (the frozen "
                                    "backbone), keyframe and interp; `all` runs the three transformers in order.",
-                       epilog="the default model, end to end:\n"
+                       epilog="examples: the default model, end to end:\n"
                               "  hiergen synth --n 4000 --out data/synth\n"
                               "  hiergen train vqvae --out checkpoints/vqvae\n"
                               "  hiergen tokenize --data data/synth --vqvae checkpoints/vqvae/final.safetensors "
                               "--out data/tokens\n"
                               "  hiergen train all --tokens data/tokens --out checkpoints/transformer\n"
+                              "the video models' long run, continued in the next session by the same command:\n"
+                              "  hiergen train keyframe --tokens data/tokens8k --out checkpoints/transformer "
+                              "--threads 1 --ckpt-minutes 5\n"
+                              "CogVideo's frozen-backbone recipe (the ablation row):\n"
+                              "  hiergen train keyframe --frozen --tokens data/tokens8k --out checkpoints/frozen "
+                              "--backbone checkpoints/transformer/t2i.safetensors\n"
                               "the frame-by-frame baseline (ablation, docs/eval):\n"
                               "  hiergen train keyframe --fixed-rate 16 --tokens data/tokens --out checkpoints/baseline "
                               "--backbone checkpoints/transformer/t2i.safetensors")
@@ -483,7 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("tokenize", help="encode a dataset into token shards for transformer training",
-                       formatter_class=_Formatter)
+                       formatter_class=_Formatter,
+                       description="Encode every frame of a dataset with the VQ-VAE into per-split token shards. "
+                                   "A re-run with the same tokenizer and dataset reuses intact shards.",
+                       epilog="examples:\n  hiergen tokenize --data data/synth --out data/tokens\n"
+                              "  hiergen tokenize --data data/synth8k --out data/tokens8k --jobs 2")
     s.add_argument("--data", required=True, help="dataset folder")
     s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors",
                    help="tokenizer checkpoint (default checkpoints/vqvae/final.safetensors)")
@@ -502,7 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "  hiergen generate a large cyan square bounces quickly --frames 9 --seed 3 --gif\n"
                               "  hiergen generate a small red circle moves left slowly --init-image first.png\n"
                               "  hiergen generate a small red circle moves left slowly --keyframes a.png b.png c.png "
-                              "d.png e.png --frames 17")
+                              "d.png e.png --frames 17\n"
+                              "  hiergen generate --prompts prompts.txt --out videos/ --json\n"
+                              "  hiergen generate a small green triangle moves up quickly --fps 16 -o slow-motion.mp4")
     _add_generation_options(s)
     s.add_argument("--model", default=None, help="model package folder (default: the shipped models/default)")
     s.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
@@ -548,7 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reference", help="generate a video with the PyTorch reference generator (checkpoints)",
                        formatter_class=_Formatter,
                        description="The same loop as `generate`, in PyTorch from training checkpoints: the ground "
-                                   "truth every exported runtime is checked against.")
+                                   "truth every exported runtime is checked against.",
+                       epilog="examples:\n  hiergen reference a small red circle moves left slowly -o ref.mp4\n"
+                              "  hiergen reference a small red circle moves left slowly --top-k 1 --json -o ref.png")
     _add_generation_options(s)
     _add_checkpoint_options(s)
     s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1: fastest for decode steps)")
@@ -556,9 +669,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export the trained models as an ONNX model package (manifest + fragments)",
                        formatter_class=_Formatter,
-                       description="Write the VQ-VAE encoder/decoder and the three transformer step graphs (static "
-                                   "KV caches) with manifest.json into a package folder; weights shared by the step "
-                                   "graphs are stored once. Written to a temporary folder and renamed at the end.")
+                       description="Write the model package: the VQ-VAE encoder and decoder, and for each of the "
+                                   "three transformers (t2i, keyframe, interp) a step graph (new tokens through static "
+                                   "KV caches), a prefill graph (a whole prefix, no cache) and a one-token decode "
+                                   "graph: 11 ONNX fragments, with manifest.json naming every tensor, shape profile "
+                                   "and hash and carrying the generation plan. Weights shared between graphs are "
+                                   "stored once in weights.bin. Written to a temporary folder and renamed at the end.",
+                       epilog="examples:\n  hiergen export --out models/default --force\n"
+                              "  hiergen export --keyframe checkpoints/baseline/keyframe.safetensors --out out/baseline")
     _add_checkpoint_options(s)
     s.add_argument("--out", default="models/default", help="package folder (default models/default)")
     s.add_argument("--force", action="store_true", help="replace a different package at --out")
@@ -569,13 +687,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "word): for a keyframe model trained with --fixed-rate FPS, the one-rate ablation")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("check", help="validate a model package: manifest, hashes, ONNX checker, shape inference",
-                       formatter_class=_Formatter)
+    s = sub.add_parser("check", help="validate a model package: manifest, hashes, ONNX Runtime load, ONNX checker",
+                       formatter_class=_Formatter,
+                       description="Check a model package before shipping or loading it: the manifest's format "
+                                   "version, every file's SHA-256, every fragment loaded by ONNX Runtime with the "
+                                   "inputs and outputs the manifest names, and, where the onnx package is "
+                                   "installed, the ONNX checker and strict shape inference. Exit status 0 when "
+                                   "the package is valid, 2 with the reason when it is not.",
+                       epilog="examples:\n  hiergen check models/default\n  hiergen check out/int8 --json")
     s.add_argument("path", help="package folder, e.g. models/default")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.add_argument("--no-onnx-checker", action="store_true",
+                   help="skip the ONNX checker even where onnx is installed (faster)")
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("vqvae-quality", help="PSNR, codebook usage and perplexity of the tokenizer on held-out frames",
-                       formatter_class=_Formatter)
+                       formatter_class=_Formatter,
+                       epilog="examples:\n  hiergen vqvae-quality --json checkpoints/vqvae/quality.json\n"
+                              "  hiergen vqvae-quality --textured --n-frames 500")
     s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors",
                    help="tokenizer checkpoint (default checkpoints/vqvae/final.safetensors)")
     s.add_argument("--n-frames", type=int, default=1000, help="held-out frames from val/test clips (default 1000)")
@@ -594,9 +723,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
+    except HiergenError as e:
+        return _fail(str(e))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 
 from hiergen.captions import CaptionError, parse
 from hiergen.clip import Clip
+from hiergen.errors import HiergenError
 from hiergen.fileio import temp_dir_beside
 from hiergen.progress import progress
 from hiergen.rates import NATIVE_FPS
@@ -34,7 +35,7 @@ from hiergen.synth import caption_for, check_size, render, split_of
 FORMAT, VERSION = "hiergen-clips", 1
 
 
-class DatasetError(ValueError):
+class DatasetError(HiergenError, ValueError):
     """A dataset folder that cannot be read or written; the message says what to do."""
 
 

@@ -14,12 +14,13 @@ from typing import Iterator
 from hiergen.analyze import EvalReport, analyze_clip, evaluate, format_table, shuffled_captions
 from hiergen.clip import Clip
 from hiergen.data import DatasetError, open_dataset
+from hiergen.errors import HiergenError
 from hiergen.fileio import write_json, write_text
 from hiergen.progress import progress
 from hiergen.synth import caption_for, check_size, render, seeds_for_split
 
 
-class EvalError(ValueError):
+class EvalError(HiergenError, ValueError):
     """Bad eval input; the message says what to do."""
 
 

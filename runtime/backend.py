@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from hiergen.errors import HiergenError
 from hiergen.runtime.arena import DeviceArena, HostArena
 
 log = logging.getLogger("hiergen")
@@ -25,7 +26,7 @@ SINGLE_THREAD_BELOW = 8     # CPU decode steps of fewer sequences run on one int
 _LOCK = threading.Lock()
 
 
-class BackendError(ValueError):
+class BackendError(HiergenError, ValueError):
     """A backend that cannot run here; the message says what to install or choose."""
 
 

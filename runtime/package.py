@@ -2,7 +2,7 @@
 
 Every runtime opens a package through `open_package`, which refuses one whose
 format version or hashes do not match, with a message that says what to do.
-`hiergen check` (export/check.py) adds the ONNX checker and shape inference.
+`hiergen check` (runtime/check.py) also loads every fragment, and runs the ONNX checker where it is installed.
 """
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ import json
 import os
 from pathlib import Path
 
+from hiergen.errors import HiergenError
 from hiergen.fileio import hash_file
 
 FORMAT, FORMAT_VERSION = "hiergen-package", 5
 FRAGMENTS = ("vqvae_encoder", "vqvae_decoder", "t2i_step", "keyframe_step", "interp_step",
              "t2i_prefill", "keyframe_prefill", "interp_prefill", "t2i_decode", "keyframe_decode", "interp_decode")
-FIX = "re-run hiergen export to rebuild the package"
+FIX = ("reinstall hiergen for the shipped model, or rebuild the package with `hiergen export` "
+       "(needs pip install 'hiergen[train]' and the checkpoints)")
 
 
-class PackageError(ValueError):
+class PackageError(HiergenError, ValueError):
     """A package a runtime must not load; the message says how to fix it."""
 
 

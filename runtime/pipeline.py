@@ -26,20 +26,21 @@ from pathlib import Path
 import numpy as np
 
 from hiergen.captions import CaptionError, parse, unknown_words
+from hiergen.errors import HiergenError
+from hiergen.runtime.options import GenerationOptions
 from hiergen.runtime.orchestrator import Request, Result, generate, keyframe_rounds
-from hiergen.runtime.plan import Plan, rounds_for
-from hiergen.runtime.sampler import SamplerOptions
+from hiergen.runtime.plan import Plan
 from hiergen.tokenizer import TextTokenizer
 
 log = logging.getLogger("hiergen")
 DEFAULT_PACKAGE = Path(__file__).resolve().parents[1] / "models" / "default"
 
 
-class PromptError(ValueError):
+class PromptError(HiergenError, ValueError):
     """A prompt the model cannot read; the message says how to fix it."""
 
 
-class ImageError(ValueError):
+class ImageError(HiergenError, ValueError):
     """A user frame (init_image, keyframes) the pipeline cannot use; the message says how to fix it."""
 
 
@@ -51,14 +52,18 @@ class Video:
     prompt: str
     result: Result
 
-    def save(self, path: str | os.PathLike, scale: int = 4) -> Path:
-        """Write by extension: .mp4, .gif (both enlarged `scale` times) or .png (contact sheet)."""
+    def save(self, path: str | os.PathLike, scale: int = 4, fps: float | None = None) -> Path:
+        """Write by extension: .mp4, .gif (both enlarged `scale` times, played at `fps`, default the
+        video's own rate) or .png (contact sheet). Raises VideoError, never a bare OSError."""
         from hiergen.runtime.video import save_video
-        return save_video(self.frames, path, self.fps, self.prompt, scale=scale)
+        return save_video(self.frames, path, self.fps if fps is None else fps, self.prompt, scale=scale)
 
 
 def check_prompt(prompt: str, tokenizer: TextTokenizer, strict: bool = False) -> str:
     """The cleaned prompt; raises PromptError for empty/over-long ones, warns (or raises if strict) on unknown words."""
+    if not isinstance(prompt, str):
+        raise PromptError(f"the prompt must be text, got {type(prompt).__name__}: "
+                          "e.g. 'a small red circle moves left slowly'")
     prompt = " ".join(prompt.split())
     if not prompt:
         raise PromptError("empty prompt: describe the video, e.g. 'a small red circle moves left slowly'")
@@ -146,29 +151,24 @@ def fit_images(images: list[np.ndarray], size: int, label: str) -> np.ndarray:
     return np.stack(out)
 
 
-def run_generation(prompt: str, models: dict, codec, plan: Plan, tokenizer: TextTokenizer, frames: int, seed: int,
-                   temperature: float | None, top_k: int | None, top_p: float | None, strict: bool = False,
-                   progress=None, *, init_image=None, keyframes=None) -> Video:
+def run_generation(prompt: str, models: dict, codec, plan: Plan, tokenizer: TextTokenizer,
+                   options: GenerationOptions, progress=None, *, init_image=None, keyframes=None) -> Video:
     """Validate everything, then generate: shared by every backend's pipeline.
 
     init_image: the user's frame 1 (the t2i stage is skipped); keyframes: 5, 9, 17 or 33
-    user frames (at most `frames`) that become evenly spaced frames of the video, first and
-    last included, with interpolation rounds filling in between. Both are encoded with the
+    user frames (at most options.frames) that become evenly spaced frames of the video, first
+    and last included, with interpolation rounds filling in between. Both are encoded with the
     codec (vqvae_encoder), so the video holds their decoded tokens, not the pixels given.
     """
-    prompt = check_prompt(prompt, tokenizer, strict)
-    rounds_for(frames)
-    user = read_user_images(frames, init_image, keyframes)
-    opts = SamplerOptions(temperature=plan.temperature if temperature is None else temperature,
-                          top_k=plan.top_k if top_k is None else top_k,
-                          top_p=plan.top_p if top_p is None else top_p, seed=seed)
+    prompt = check_prompt(prompt, tokenizer, options.strict)
+    user = read_user_images(options.frames, init_image, keyframes)
     tokens = None
     if user:
         t = time.perf_counter()
         label = "init image" if init_image is not None else "keyframe"
         tokens = codec.encode(fit_images(user, codec.image_size, label))             # (N, g, g)
         encode_s = time.perf_counter() - t
-    req = Request(prompt, tokenizer, keyframe_rate(prompt, plan), frames, opts,
+    req = Request(prompt, tokenizer, keyframe_rate(prompt, plan), options.frames, options.sampler(plan),
                   first_frame=tokens[0] if init_image is not None else None,
                   keyframes=tokens if keyframes is not None else None)
     res = generate(req, models, plan, progress)
@@ -177,7 +177,24 @@ def run_generation(prompt: str, models: dict, codec, plan: Plan, tokenizer: Text
     return Video(frames=codec.decode(res.tokens), tokens=res.tokens, fps=res.fps, prompt=prompt, result=res)
 
 
-class Pipeline:
+class GeneratesVideos:
+    """generate() for a pipeline that has `models`, `codec`, `plan` and `tokenizer` (every backend's)."""
+
+    def generate(self, prompt: str, frames: int = 33, seed: int = 0, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, strict: bool = False,
+                 progress=None, *, init_image=None, keyframes=None,
+                 options: GenerationOptions | None = None) -> Video:
+        """A video of `prompt`. The keyword options (or one GenerationOptions, which then replaces them) are
+        checked before any work (OptionError); init_image / keyframes: file paths or uint8 RGB arrays (H, W, 3),
+        see run_generation. `progress(stage, n_tokens)` may return a per-token callback."""
+        if options is None:
+            options = GenerationOptions(frames=frames, seed=seed, temperature=temperature, top_k=top_k,
+                                        top_p=top_p, strict=strict)
+        return run_generation(prompt, self.models, self.codec, self.plan, self.tokenizer, options, progress,
+                              init_image=init_image, keyframes=keyframes)
+
+
+class Pipeline(GeneratesVideos):
     def __init__(self, path: Path, manifest: dict, models: dict, codec, providers: list[str]):
         self.path, self.manifest, self.models, self.codec, self.providers = path, manifest, models, codec, providers
         self.plan = Plan.from_dict(manifest["plan"])
@@ -202,9 +219,3 @@ class Pipeline:
     def device(self) -> str:
         return self.models["t2i"].sess.get_providers()[0]
 
-    def generate(self, prompt: str, frames: int = 33, seed: int = 0, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, strict: bool = False,
-                 progress=None, *, init_image=None, keyframes=None) -> Video:
-        """init_image / keyframes: file paths or uint8 RGB arrays (H, W, 3); see run_generation."""
-        return run_generation(prompt, self.models, self.codec, self.plan, self.tokenizer, frames, seed,
-                              temperature, top_k, top_p, strict, progress, init_image=init_image, keyframes=keyframes)

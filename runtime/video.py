@@ -3,23 +3,34 @@
 Every writer renders into a temporary file beside the target and renames it
 over the target only when complete, so a failure never leaves a half-written
 file. Frames are uint8 RGB (T, H, W, 3); OpenCV's BGR stays inside this module.
+
+MP4s are H.264 (High profile, yuv420p, the index at the front for streaming),
+which every current browser plays, written with PyAV's bundled FFmpeg; where
+that encoder is missing, VP9 in MP4 (also played by current browsers), and
+where PyAV is missing altogether OpenCV's MPEG-4 Part 2, with a warning that
+browsers will not play it.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from hiergen import fileio
+from hiergen.errors import HiergenError
 
-_MP4_FOURCC = "mp4v"   # MPEG-4 Part 2: the encoder every opencv-python wheel carries
+_MP4_FOURCC = "mp4v"   # MPEG-4 Part 2: the encoder every opencv-python wheel carries (the last resort)
+MP4_CODECS = ("libx264", "libvpx-vp9")   # in order of preference; both play in current browsers
+FORMATS = (".mp4", ".gif", ".png")
 
 
-class VideoError(RuntimeError):
+class VideoError(HiergenError, RuntimeError):
     """A video that cannot be written or read; the message says why and what to do."""
 
 
@@ -36,6 +47,15 @@ def _upscale(frames: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
 
 
+def check_output(path: str | os.PathLike) -> Path:
+    """check_writable() plus a known video format (.mp4, .gif, .png): call it before long work."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise VideoError(f"unknown video format {suffix or '(no extension)'!r} for {path}: use .mp4, .gif or "
+                         ".png (contact sheet)")
+    return check_writable(path)
+
+
 def check_writable(path: str | os.PathLike) -> Path:
     """Raise VideoError unless a file can be created at `path`; call it before long work."""
     path = Path(path)
@@ -46,7 +66,19 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise VideoError(f"cannot write {path}: folder {parent} is not writable (choose another output path)")
     if path.is_dir():
         raise VideoError(f"cannot write {path}: it is a folder (give a file name)")
+    try:                            # what os.access cannot see: read-only and pseudo file systems (/proc)
+        with fileio.atomic_path(path) as probe:
+            Path(probe).write_bytes(b"")
+            raise _Probed
+    except _Probed:
+        pass
+    except OSError as e:
+        raise VideoError(f"cannot write {path}: {e.strerror or e} (choose another output path)") from None
     return parent
+
+
+class _Probed(Exception):
+    """Ends check_writable's trial write without putting the empty file in place."""
 
 
 @contextmanager
@@ -57,22 +89,66 @@ def atomic_path(path: str | os.PathLike):
         yield tmp
 
 
-def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float = 8.0, scale: int = 1) -> Path:
-    """Write an MP4 (mpeg4 codec); `scale` enlarges tiny frames with nearest-neighbour for viewing."""
-    frames = _upscale(_check_frames(frames), scale)
-    _, h, w, _ = frames.shape
-    with atomic_path(path) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*_MP4_FOURCC), float(fps), (w, h))
-        if not writer.isOpened():
-            raise VideoError(f"OpenCV could not open an MP4 writer for {path} ({w}x{h} at {fps} fps)")
+def mp4_encoder() -> str:
+    """The codec write_mp4 uses here: libx264, libvpx-vp9, or mp4v (OpenCV, not played by browsers)."""
+    try:
+        import av
+    except ImportError:
+        return "mp4v"
+    for name in MP4_CODECS:
         try:
-            for f in frames:
-                writer.write(np.ascontiguousarray(f[..., ::-1]))
-        finally:
-            writer.release()
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:           # av.codec.codec.UnknownCodecError, and older PyAVs' ValueError
+            continue
+    return "mp4v"
+
+
+def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float = 8.0, scale: int = 1) -> Path:
+    """Write an MP4 that browsers play (H.264, else VP9; see the module docstring); `scale` enlarges tiny
+    frames with nearest-neighbour for viewing."""
+    frames = _upscale(_check_frames(frames), scale)
+    if not (isinstance(fps, (int, float)) and 0 < fps <= 240):
+        raise VideoError(f"frame rate {fps!r} is out of range: give 0 < fps <= 240")
+    codec = mp4_encoder()
+    with atomic_path(path) as tmp:
+        if codec == "mp4v":
+            warnings.warn("PyAV is not installed: writing MPEG-4 Part 2, which browsers do not play "
+                          "(pip install av for H.264)", stacklevel=2)
+            _write_mp4_opencv(frames, tmp, fps, path)
+        else:
+            _write_mp4_av(frames, tmp, fps, codec)
         if os.path.getsize(tmp) == 0:
-            raise VideoError(f"OpenCV wrote an empty MP4 for {path}")
+            raise VideoError(f"the {codec} encoder wrote an empty MP4 for {path}")
     return Path(path)
+
+
+def _write_mp4_av(frames: np.ndarray, tmp: str | os.PathLike, fps: float, codec: str) -> None:
+    import av
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:              # 4:2:0 chroma needs even sides: repeat the last row / column
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "18", "preset": "medium"} if codec == "libx264" else {"crf": "20", "b": "0"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _write_mp4_opencv(frames: np.ndarray, tmp, fps: float, path) -> None:
+    _, h, w, _ = frames.shape
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*_MP4_FOURCC), float(fps), (w, h))
+    if not writer.isOpened():
+        raise VideoError(f"OpenCV could not open an MP4 writer for {path} ({w}x{h} at {fps} fps)")
+    try:
+        for f in frames:
+            writer.write(np.ascontiguousarray(f[..., ::-1]))
+    finally:
+        writer.release()
 
 
 def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: float = 8.0, scale: int = 1) -> Path:
@@ -175,11 +251,13 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
 
 def save_video(frames: np.ndarray, path: str | os.PathLike, fps: float, caption: str = "", scale: int = 1) -> Path:
     """Write by extension: .mp4, .gif or .png (contact sheet)."""
+    check_output(path)
     suffix = Path(path).suffix.lower()
-    if suffix == ".mp4":
-        return write_mp4(frames, path, fps, scale)
-    if suffix == ".gif":
-        return write_gif(frames, path, fps, scale)
-    if suffix == ".png":
+    try:
+        if suffix == ".mp4":
+            return write_mp4(frames, path, fps, scale)
+        if suffix == ".gif":
+            return write_gif(frames, path, fps, scale)
         return write_sheet(frames, path, caption)
-    raise VideoError(f"unknown video format {suffix!r} for {path}: use .mp4, .gif or .png (contact sheet)")
+    except OSError as e:            # the disk filled up, the folder went away: nothing half-written stays
+        raise VideoError(f"cannot write {path}: {e.strerror or e}") from None

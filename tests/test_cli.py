@@ -107,14 +107,14 @@ def test_export_keyframe_rate_fixes_the_plan(tmp_path, monkeypatch, argv, want):
     """--keyframe-rate writes one keyframe rate for every speed word into the package's plan (the one-rate ablation)."""
     pytest.importorskip("torch")
     import hiergen.export.package as package
-    import hiergen.export.check as check
+    import hiergen.runtime.check as check
     seen = {}
 
     def fake_export(checkpoints, vqvae, out, force=False, keyframe=None, plan=None):
         seen["plan"] = plan
         return Path(out)
     monkeypatch.setattr(package, "export_package", fake_export)
-    monkeypatch.setattr(check, "check_package", lambda path: {"weights": {"bytes": 1}, "fragments": {}})
+    monkeypatch.setattr(check, "check_package", lambda path: {"manifest": {"weights": {"bytes": 1}, "fragments": {}}})
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "f").write_bytes(b"x")
     assert main(["export", "--out", str(tmp_path / "out"), *argv]) == 0
@@ -125,3 +125,109 @@ def test_export_refuses_a_keyframe_rate_the_data_has_not(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["export", "--keyframe-rate", "3"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- generate: checked before any work
+@pytest.fixture
+def no_load(monkeypatch):
+    """Pipeline.load fails the test: the input must be refused before the model loads."""
+    from hiergen.runtime import pipeline
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded although the input was bad")
+    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(lambda cls, *a, **k: refuse()))
+
+
+PROMPT = ["a", "small", "red", "circle", "moves", "left", "slowly"]
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["-o", "/proc/o.mp4"], "cannot write /proc/o.mp4"),
+    (["-o", "o.avi"], "unknown video format '.avi'"),
+    (["-o", "o"], "unknown video format '(no extension)'"),
+    (["--threads", "1000"], "--threads must be 1 to"),
+    (["--threads", "0"], "--threads must be 1 to"),
+    (["--threads", "-1"], "--threads must be 1 to"),
+    (["--seed", str(2 ** 64)], "seed must be a whole number from 0 to 2**64 - 1"),
+    (["--seed", str(2 ** 70)], "seed must be a whole number"),
+    (["--seed", "-1"], "seed must be a whole number"),
+    (["--frames", "7"], "frames must be one of 5, 9, 17, 33"),
+    (["--top-k", "-2"], "top_k must be a whole number >= 0"),
+    (["--fps", "0"], "--fps must be above 0"),
+    (["--out", "d"], "--out DIR goes with --prompts"),
+])
+def test_generate_refuses_bad_input_before_loading_the_model(tmp_path, monkeypatch, capsys, no_load, extra,
+                                                             fragment):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", *PROMPT, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hiergen: error: ") and fragment in err, err
+    assert not [p for p in tmp_path.iterdir() if p.name != "d"]          # nothing written
+
+
+def test_generate_needs_exactly_one_prompt_source(tmp_path, capsys, no_load):
+    assert main(["generate"]) == 2
+    assert "give one prompt" in capsys.readouterr().err
+    (tmp_path / "p.txt").write_text("# nothing\n\n")
+    assert main(["generate", "--prompts", str(tmp_path / "p.txt"), "--out", str(tmp_path / "v")]) == 2
+    assert "holds no prompt" in capsys.readouterr().err
+
+
+def test_generate_png_with_sheet_writes_it_once_and_json_reports_it(tmp_path, capsys):
+    out = tmp_path / "o.png"
+    assert main(["generate", *PROMPT, "--frames", "5", "-o", str(out), "--sheet", "--json", "-q"]) == 0
+    cap = capsys.readouterr()
+    report = json.loads(cap.out)
+    assert report["files"] == [str(out)] and report["frames"] == 5 and report["width"] == 64
+    assert cap.err.count(f"wrote {out}") == 1
+    assert out.is_file()
+
+
+def test_generate_many_prompts_from_a_file_with_one_pipeline(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a small red circle moves left slowly\n# a comment\n\na large blue square bounces quickly\n")
+    assert main(["generate", "--prompts", str(prompts), "--out", str(tmp_path / "v"), "--frames", "5",
+                 "--fps", "4", "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["prompt"] for r in report] == ["a small red circle moves left slowly", "a large blue square bounces quickly"]
+    assert all(r["fps"] == 4 for r in report)
+    names = sorted(p.name for p in (tmp_path / "v").iterdir())
+    assert names == ["001-a-small-red-circle-moves-left-slowly.mp4", "002-a-large-blue-square-bounces-quickly.mp4"]
+    import av
+    with av.open(str(tmp_path / "v" / names[0])) as c:
+        assert float(c.streams.video[0].average_rate) == 4
+
+
+def test_info_and_check_print_json(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "onnxruntime" in json.dumps(info)
+    assert main(["check", "models/default", "--json", "--no-onnx-checker"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fragments"] == 11 and "onnxruntime load" in report["checks"]
+
+
+def test_check_runs_without_the_onnx_package():
+    """The base install has no onnx: check still loads every fragment in ONNX Runtime and says what it skipped."""
+    code = ("import sys; sys.modules['onnx'] = None; import importlib.util as u; real = u.find_spec; "
+            "u.find_spec = lambda n, *a: None if n == 'onnx' else real(n, *a); "
+            "from hiergen.cli import main; sys.exit(main(['check', 'models/default']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "ONNX checker skipped" in r.stdout and "onnxruntime load" in r.stdout
+
+
+def test_every_command_help_has_examples(capsys):
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    missing = [name for name, parser in sub.choices.items() if "examples:" not in parser.format_help()]
+    assert not missing, f"--help without examples: {missing}"
+    assert "hiergen generate" in build_parser().format_help()
+
+
+def test_train_checkpoint_interval_reaches_the_transformer_recipe(monkeypatch):
+    from hiergen.training import recipes
+    seen = {}
+    monkeypatch.setattr(recipes, "train_models", lambda *a, **k: seen.update(overrides=a[3]))
+    assert main(["train", "keyframe", "--tokens", "t", "--out", "o", "--ckpt-every", "10",
+                 "--ckpt-minutes", "2.5"]) == 0
+    assert seen["overrides"]["ckpt_every"] == 10 and seen["overrides"]["ckpt_minutes"] == 2.5

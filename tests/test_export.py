@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from hiergen.config import Kind, ModelConfig  # noqa: E402
-from hiergen.export import check  # noqa: E402
+from hiergen.runtime import check  # noqa: E402
 from hiergen.export.fragments import step  # noqa: E402
 from hiergen.export.parity import OrtStep  # noqa: E402
 from hiergen.export.package import ExportError, build_package, read_bytes  # noqa: E402
@@ -286,7 +286,7 @@ def test_check_tampered_file(tiny, tmp_path):
         b = f.read(1)
         f.seek(100)
         f.write(bytes([b[0] ^ 0xFF]))
-    with pytest.raises(check.PackageError, match="re-run hiergen export"):
+    with pytest.raises(check.PackageError, match="rebuild the package with `hiergen export`"):
         check.check_package(pkg)
 
 
@@ -340,14 +340,18 @@ def test_export_names_missing_checkpoints(tmp_path):
         export_package(tmp_path, tmp_path / "vq.safetensors", tmp_path / "out")
 
 
-def test_commands_return_codes(tiny, tmp_path, capsys):
-    from hiergen.export.commands import cmd_check, cmd_export
-    assert cmd_check(str(tiny[0])) == 0
+def test_commands_share_one_error_style_and_exit_status(tiny, tmp_path, capsys):
+    """check and export fail like every command: `hiergen: error: ...` on stderr, exit status 2."""
+    from hiergen.cli import main
+    assert main(["check", str(tiny[0]), "--no-onnx-checker"]) == 0
     pkg = _copy(tiny[0], tmp_path)
     (pkg / "t2i_step.onnx").write_bytes(b"garbage")
-    assert cmd_check(str(pkg)) == 1
-    assert "re-run hiergen export" in capsys.readouterr().err
-    assert cmd_export(str(tmp_path / "none"), str(tmp_path / "vq"), str(tmp_path / "out")) == 2
+    assert main(["check", str(pkg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hiergen: error: ") and "rebuild the package with `hiergen export`" in err
+    assert main(["export", "--checkpoints", str(tmp_path / "none"), "--vqvae", str(tmp_path / "vq"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("hiergen: error: missing checkpoint")
 
 
 def test_whole_greedy_video_is_token_for_token_the_same(tiny):

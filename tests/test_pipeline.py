@@ -1,5 +1,6 @@
 """The torch-free Pipeline over the shipped model package."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pytest
 from hiergen.cli import main
 from hiergen.runtime.package import PackageError
 from hiergen.runtime.pipeline import DEFAULT_PACKAGE, ImageError, Pipeline, PromptError, fit_images
-from hiergen.runtime.video import write_png
+from hiergen.runtime.options import OptionError
+from hiergen.runtime.video import VideoError, write_png
 from hiergen.synth import render
 
 PROMPT = "a small red circle moves left slowly"
@@ -83,7 +85,7 @@ def test_tampered_and_foreign_packages_are_refused(tmp_path):
     shutil.copytree(DEFAULT_PACKAGE, pkg)
     with open(pkg / "interp_step.onnx", "ab") as f:
         f.write(b"\0")
-    with pytest.raises(PackageError, match="re-run hiergen export"):
+    with pytest.raises(PackageError, match="rebuild the package with `hiergen export`"):
         Pipeline.load(pkg)
     shutil.copy(DEFAULT_PACKAGE / "interp_step.onnx", pkg / "interp_step.onnx")
     m = json.loads((pkg / "manifest.json").read_text())
@@ -186,3 +188,29 @@ def test_generate_cli_with_keyframes(tmp_path, user_frames, capsys):
     assert main(["generate", *PROMPT.split(), "--keyframes", *paths, "--frames", "5", "-o", str(out), "-q",
                  "--threads", "1"]) == 0
     assert out.is_file() and "5 frames at 1 fps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    ({"prompt": None}, PromptError, "the prompt must be text"),
+    ({"prompt": PROMPT, "seed": 1.5}, OptionError, "seed must be a whole number"),
+    ({"prompt": PROMPT, "seed": 2 ** 64}, OptionError, "2**64 - 1"),
+    ({"prompt": PROMPT, "seed": True}, OptionError, "seed must be a whole number"),
+    ({"prompt": PROMPT, "frames": 6}, OptionError, "frames must be one of"),
+    ({"prompt": PROMPT, "temperature": float("nan")}, OptionError, "temperature must be a number"),
+    ({"prompt": PROMPT, "top_p": 0}, OptionError, "top_p must be a number in (0, 1]"),
+])
+def test_python_api_refuses_bad_arguments_with_hiergen_errors(pipe, kwargs, error, fragment):
+    with pytest.raises(error, match=re.escape(fragment)):
+        pipe.generate(**kwargs)
+
+
+def test_largest_seed_is_accepted_and_differs_from_seed_0(pipe):
+    a = pipe.generate(PROMPT, frames=5, seed=2 ** 64 - 1).tokens
+    b = pipe.generate(PROMPT, frames=5, seed=0).tokens
+    assert not np.array_equal(a, b)
+
+
+def test_save_to_an_unwritable_place_raises_a_video_error(pipe):
+    video = pipe.generate(PROMPT, frames=5)
+    with pytest.raises(VideoError, match="cannot write /proc/o.mp4"):
+        video.save("/proc/o.mp4")

@@ -75,3 +75,64 @@ def test_unreadable_videos(tmp_path):
     junk.write_bytes(b"not a video at all" * 100)
     with pytest.raises(VideoError):
         read_video(junk)
+
+
+def test_mp4_is_h264_yuv420p_that_browsers_play(tmp_path, clip):
+    import av
+    path = write_mp4(clip.frames[:, :63, :61], tmp_path / "odd.mp4", fps=12.5)     # odd sides are padded
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        assert (stream.width, stream.height) == (62, 64)
+        assert float(stream.average_rate) == pytest.approx(12.5)
+        assert sum(1 for _ in c.decode(stream)) == clip.n_frames
+
+
+def test_without_pyav_mp4_falls_back_to_opencv_with_a_warning(tmp_path, clip, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "av", None)              # import av now fails
+    with pytest.warns(UserWarning, match="browsers do not play"):
+        path = write_mp4(clip.frames, tmp_path / "a.mp4", fps=16)
+    frames, _ = read_video(path)
+    assert len(frames) == clip.n_frames
+
+
+def test_unwritable_place_and_unknown_format_fail_before_writing(tmp_path, clip):
+    with pytest.raises(VideoError, match="cannot write /proc/x.mp4"):
+        save_video(clip.frames, "/proc/x.mp4", 16)
+    with pytest.raises(VideoError, match="unknown video format '.avi'"):
+        save_video(clip.frames, tmp_path / "x.avi", 16)
+    assert list(tmp_path.iterdir()) == []
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                 if os.path.exists(p)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (.ci/run installs Debian's chromium package)")
+def test_generated_mp4_plays_in_headless_chromium(tmp_path):
+    """A real browser loads the MP4 `hiergen generate` writes: duration and size read from a <video> element."""
+    import json
+    import re
+    import subprocess
+    from hiergen.runtime.pipeline import Pipeline
+    video = Pipeline.load(threads=1).generate("a small red circle moves left slowly", frames=9, seed=1)
+    video.save(tmp_path / "v.mp4", fps=8)
+    (tmp_path / "page.html").write_text(
+        "<html><head><title>pending</title></head><body><video id=v src='v.mp4' muted preload=auto></video><script>"
+        "const v = document.getElementById('v');"
+        "v.onloadedmetadata = () => { document.title = JSON.stringify("
+        "{duration: v.duration, width: v.videoWidth, height: v.videoHeight}); };"
+        "v.onerror = () => { document.title = 'error ' + (v.error && v.error.code); };"
+        "</script></body></html>")
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                        "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=10000", "--dump-dom",
+                        (tmp_path / "page.html").as_uri()], capture_output=True, text=True, timeout=120)
+    title = re.search(r"<title>(.*?)</title>", r.stdout, re.S)
+    assert title, r.stderr[-2000:]
+    seen = title.group(1).replace("&quot;", '"')
+    print("chromium saw:", seen)
+    meta = json.loads(seen)
+    assert (meta["width"], meta["height"]) == (256, 256)          # 64x64 frames saved at scale 4
+    assert meta["duration"] == pytest.approx(9 / 8, abs=0.15)

@@ -29,13 +29,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from hiergen.errors import HiergenError
 from hiergen.fileio import atomic_path
 
 FORMAT, VERSION = "hiergen-checkpoint", 1
 _MODEL, _EXTRA = "model/", "extra/"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HiergenError, ValueError):
     """A checkpoint that cannot be written or used; the message says what to do."""
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hiergen.config import Kind, ModelConfig
-from hiergen.runtime.pipeline import Video, run_generation
+from hiergen.runtime.pipeline import GeneratesVideos
 from hiergen.runtime.plan import Plan
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training import checkpoint as ckpt
@@ -68,7 +68,7 @@ class TorchCodec:
         return self.vq.encode(torch.as_tensor(frames, device=self.device)).cpu().numpy()
 
 
-class ReferencePipeline:
+class ReferencePipeline(GeneratesVideos):
     def __init__(self, models: dict[str, TorchStepModel], codec: TorchCodec, plan: Plan | None = None,
                  tokenizer: TextTokenizer | None = None):
         self.models, self.codec = models, codec
@@ -88,9 +88,3 @@ class ReferencePipeline:
         tok = TextTokenizer(tuple(vocab)) if vocab else TextTokenizer.default()
         return cls(models, TorchCodec(vq, device), plan, tok)
 
-    def generate(self, prompt: str, frames: int = 33, seed: int = 0, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, strict: bool = False,
-                 progress=None, *, init_image=None, keyframes=None) -> Video:
-        """init_image / keyframes: file paths or uint8 RGB arrays (H, W, 3); see run_generation."""
-        return run_generation(prompt, self.models, self.codec, self.plan, self.tokenizer, frames, seed,
-                              temperature, top_k, top_p, strict, progress, init_image=init_image, keyframes=keyframes)

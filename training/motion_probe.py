@@ -107,3 +107,34 @@ class MotionProbe:
         out["two_phase_motion"] = float(ev.two_phase_motion) if ev.two_phase_motion is not None else float("nan")
         out["one_object"] = float(ev.one_object_rate)
         return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m hiergen.training.motion_probe CKPT [CKPT ...]: probe checkpoints (resume points too)."""
+    import argparse
+    import json
+
+    from hiergen.training.recipes import token_clips
+    from hiergen.training.tokenize import open_tokens
+    from hiergen.training.train_transformer import load_model
+
+    p = argparse.ArgumentParser(prog="python -m hiergen.training.motion_probe", description=main.__doc__)
+    p.add_argument("checkpoints", nargs="+", help="keyframe or interp checkpoints")
+    p.add_argument("--tokens", required=True, help="token shards whose clips give the prompts and true frames")
+    p.add_argument("--split", default="val", help="split of --tokens (default val)")
+    p.add_argument("--prompts", type=int, default=64, help="prompts, the split's first (default 64)")
+    p.add_argument("--backbone", default=None, help="the t2i checkpoint of frozen-backbone video models")
+    p.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    clips = token_clips(open_tokens(args.tokens)[args.split])
+    for path in args.checkpoints:
+        model = load_model(path, args.backbone)
+        probe = MotionProbe.build(clips, model.kind, args.vqvae, n=args.prompts)
+        print(json.dumps({"checkpoint": path, "kind": model.kind.value, "prompts": args.prompts,
+                          "split": args.split, **probe.run(model)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

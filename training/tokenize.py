@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hiergen.errors import HiergenError
 from hiergen.fileio import atomic_path, hash_file, write_json
 from hiergen.progress import Progress
 from hiergen.synth import SPLITS
@@ -36,7 +37,7 @@ FORMAT, VERSION = "hiergen-tokens", 1
 MANIFEST = "tokens.json"
 
 
-class TokensError(ValueError):
+class TokensError(HiergenError, ValueError):
     """Token shards that cannot be used; the message says what to do."""
 
 

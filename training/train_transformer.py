@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from hiergen.config import Kind, ModelConfig
+from hiergen.errors import HiergenError
 from hiergen.progress import Progress
 from hiergen.rates import RATES
 from hiergen.tokenizer import TextTokenizer
@@ -70,7 +71,7 @@ WEIGHTS = ("video", "all")
 SCHEDULES = ("cosine", "wsd")
 
 
-class TrainError(ValueError):
+class TrainError(HiergenError, ValueError):
     """A training set-up that cannot work; the message names the fix."""
 
 

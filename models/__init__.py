@@ -1,0 +1,1 @@
+"""The model packages shipped with hiergen (data only): `default` is what Pipeline.load() opens."""
