@@ -140,6 +140,7 @@ def _needs_torch() -> str | None:
 def cmd_train(args) -> int:
     if (msg := _needs_torch()):
         return _fail(msg)
+    check_threads(args.threads)
     if args.model == "vqvae":
         from hiergen.training import commands
         return commands.cmd_train_vqvae(out=args.out, steps=args.steps, batch=args.batch, lr=args.lr,
@@ -172,6 +173,9 @@ def cmd_train(args) -> int:
 def cmd_tokenize(args) -> int:
     if (msg := _needs_torch()):
         return _fail(msg)
+    check_threads(args.threads)
+    if not 1 <= args.jobs <= 4 * (__import__("os").cpu_count() or 1):
+        return _fail(f"--jobs must be 1 to 4 x the cores, got {args.jobs}")
     from hiergen.training import commands
     return commands.cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out, threads=args.threads,
                                   jobs=args.jobs)
@@ -324,6 +328,7 @@ def cmd_bench(args) -> int:
     from hiergen.runtime import bench
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    check_threads(args.threads)
     if args.runs < 1:
         return _fail(f"--runs needs at least 1 timed video per backend, got {args.runs}")
     if args.rounds < 1:

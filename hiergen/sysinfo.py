@@ -34,6 +34,7 @@ def collect() -> dict:
     import onnxruntime as ort
 
     from hiergen import __version__
+    from hiergen.runtime.video import mp4_encoder
 
     providers = ort.get_available_providers()
     gpus = _gpus()
@@ -44,6 +45,8 @@ def collect() -> dict:
         "platform": f"{platform.system()} {platform.machine()}",
         "numpy": np.__version__,
         "opencv": cv2.__version__,
+        "pyav": _version("av"),
+        "mp4_encoder": mp4_encoder(),
         "onnxruntime": ort.__version__,
         "onnxruntime_providers": providers,
         # Reported from package metadata only: the runtime never imports torch.
@@ -72,6 +75,8 @@ def format_info(info: dict) -> str:
         f"python       {info['python']} ({info['platform']})",
         f"numpy        {info['numpy']}",
         f"opencv       {info['opencv']}",
+        f"pyav         {info['pyav'] or 'not installed'}  MP4 encoder: {info['mp4_encoder']}"
+        + ("" if info["mp4_encoder"] != "mp4v" else " (browsers will not play it: pip install av)"),
         f"onnxruntime  {info['onnxruntime']}  providers: {', '.join(info['onnxruntime_providers'])}",
         f"onnx         {info['onnx'] or 'not installed (needed for export: hiergen[train])'}",
         f"torch        {info['torch'] or 'not installed (needed for training: hiergen[train])'}",
