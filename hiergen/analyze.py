@@ -1,6 +1,6 @@
 """The clip analyzer: read colour, shape, size and motion back from frames.
 
-This is the project's quality meter (DESIGN.md, "Measuring"): it checks a clip
+This is the project's quality meter (README, "Measuring"): it checks a clip
 against its caption with OpenCV and numpy only (never torch), so the same
 numbers come out for ground-truth renders, VQ-VAE reconstructions, generated
 clips and MP4 files read back from disk.

@@ -1,10 +1,10 @@
-"""Multi-frame-rate sampling of 5-frame windows from clips (COGVIDEO.md, 'Tokens and sequence').
+"""Multi-frame-rate sampling of 5-frame windows from clips (docs/model.md, 'The algorithm in brief').
 
 Clips are stored at the native 16 fps. A window of `WINDOW` frames at rate r
 takes every (16 / r)-th frame.
 - Keyframe stage: the rate token is the LOWEST rate at which the window still
   fits in the clip, and the five frames are spread evenly over the WHOLE clip,
-  so they cover the whole described action (COGVIDEO.md's intent). With
+  so they cover the whole described action (what the rate token promises). With
   clips of any length and rates in powers of two, the true spacing lies
   between 1 and 2 strides of the token's rate; a window of exact strides would
   cover only 50-100% of the clip and miss the end of the action.

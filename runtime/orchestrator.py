@@ -1,4 +1,4 @@
-"""The keyframe-then-interpolate loop (COGVIDEO.md, 'Hierarchical generation'), torch-free.
+"""The keyframe-then-interpolate loop (docs/model.md, 'The algorithm in brief'), torch-free.
 
     frame 1          <- t2i model             (text only)
     frames 2-5       <- keyframe model        (given frame 1; guidance batch of 2)

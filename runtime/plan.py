@@ -1,7 +1,10 @@
 """The generation plan: what the keyframe-then-interpolate loop does, as data.
 
-The plan travels in the model package's manifest, so a runtime in any
-language interprets the same stages instead of hard-coding them.
+The plan travels in the model package's manifest: the keyframe rate for each
+speed word, the rate-token cap, guidance and sampler defaults. A runtime in
+any language reads these values from the package instead of hard-coding them;
+the stages themselves (frame 1, keyframes, interpolation rounds) are the
+algorithm, written once per runtime (runtime/orchestrator.py here).
 """
 from __future__ import annotations
 

@@ -5,10 +5,12 @@ Every token carries one integer position code:
     image token of frame f, row r, column c    -> text_len + f * grid^2 + r * grid + c
 Codes are also the slots of the static KV caches, so the same functions give
 the mask of a training sequence (queries and keys are the whole sequence) and
-of an exported step graph (queries are the new tokens, keys the cache slots):
-masks are computed, never stored, and training and inference cannot disagree.
+of an exported step graph (queries are the new tokens, keys the cache slots).
+Training evaluates them; export evaluates the same functions once into tables
+indexed by code (model.LookupTables) that the graphs look up, so training and
+inference cannot disagree.
 
-Rules (COGVIDEO.md, 'Dual-channel attention' and 'Two models'):
+Rules (docs/model.md, 'Masks'):
 - text queries see earlier-or-equal text in both channels;
 - attention-base: an image token sees the text and its own frame, causally in
   raster order; in the interpolation model the given frames (1, 3, 5) see

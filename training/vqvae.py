@@ -3,7 +3,7 @@
 A small convolutional encoder maps a frame to one `code_dim` vector per 8x8
 patch, each vector is replaced by its nearest codebook entry, and a mirrored
 decoder paints the frame back from the entries. The transformer only ever sees
-the indices (COGVIDEO.md, "Tokens and sequence").
+the indices (docs/model.md, "The algorithm in brief").
 
 Three measures keep the codebook alive (every entry in use, none collapsed):
 - EMA updates: entries are running means of the encoder outputs assigned to
