@@ -226,7 +226,7 @@ def export_package(checkpoints_dir: str | os.PathLike, vqvae_ckpt: str | os.Path
     frame-by-frame baseline or an ablation's keyframe model.
     """
     from hiergen.training import checkpoint as ckpt
-    from hiergen.training.train_transformer import load_model
+    from hiergen.training.model import load_model
     from hiergen.training.vqvae import VQVAE, VQVAEConfig
 
     d = Path(checkpoints_dir)

@@ -325,7 +325,7 @@ def cmd_bench(args) -> int:
     from hiergen.runtime.backend import BackendError, providers_for
     from hiergen.runtime.package import PackageError
     from hiergen.runtime.video import VideoError, check_writable
-    from hiergen.runtime import bench
+    from hiergen.tools import bench
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     check_threads(args.threads)

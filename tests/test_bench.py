@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hiergen.cli import main
-from hiergen.runtime import bench
+from hiergen.tools import bench
 from hiergen.runtime.orchestrator import Request, generate
 from hiergen.runtime.package import load_manifest
 from hiergen.runtime.pipeline import DEFAULT_PACKAGE

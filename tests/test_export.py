@@ -18,12 +18,13 @@ pytest.importorskip("onnx")
 from hiergen.config import Kind, ModelConfig  # noqa: E402
 from hiergen.runtime import check  # noqa: E402
 from hiergen.export.fragments import step  # noqa: E402
-from hiergen.export.parity import OrtStep  # noqa: E402
+from hiergen.tools.parity import OrtStep  # noqa: E402
 from hiergen.export.package import ExportError, build_package, read_bytes  # noqa: E402
 from hiergen.runtime.package import FRAGMENTS  # noqa: E402
 from hiergen.tokenizer import TextTokenizer  # noqa: E402
 from hiergen.training.generate import TorchStepModel  # noqa: E402
-from hiergen.training.model import DecodeWeights, DualTransformer, LookupTables  # noqa: E402
+from hiergen.export.tables import DecodeWeights, LookupTables  # noqa: E402
+from hiergen.training.model import DualTransformer  # noqa: E402
 from hiergen.training.vqvae import VQVAE, VQVAEConfig  # noqa: E402
 
 LOGIT_TOL, PIXEL_TOL, DECODE_STEPS = 1e-4, 1, 20

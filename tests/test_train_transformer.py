@@ -7,7 +7,8 @@ from hiergen.synth import caption_for
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training import checkpoint as ckpt
 from hiergen.training.sequences import IGNORE, TokenClip, make_batch
-from hiergen.training.train_transformer import Recipe, TrainError, load_model, train
+from hiergen.training.model import load_model
+from hiergen.training.train_transformer import Recipe, TrainError, train
 
 TOK = TextTokenizer.default()
 CFG = ModelConfig(text_vocab=len(TOK.vocab), image_vocab=16, text_len=TOK.prefix_len, grid=4,

@@ -23,7 +23,7 @@ from hiergen.runtime.plan import Plan
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training import checkpoint as ckpt
 from hiergen.training.model import DualTransformer, KVCache
-from hiergen.training.train_transformer import load_model
+from hiergen.training.model import load_model
 from hiergen.training.vqvae import VQVAE, VQVAEConfig
 
 

@@ -34,6 +34,7 @@ from hiergen.runtime.plan import Plan
 from hiergen.runtime.sampler import SamplerOptions
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training.generate import TorchCodec, TorchStepModel
+from hiergen.training.model import load_model
 from hiergen.training.sequences import TokenClip
 from hiergen.training.vqvae import load_vqvae
 
@@ -116,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from hiergen.training.recipes import token_clips
     from hiergen.training.tokenize import open_tokens
-    from hiergen.training.train_transformer import load_model
 
     p = argparse.ArgumentParser(prog="python -m hiergen.training.motion_probe", description=main.__doc__)
     p.add_argument("checkpoints", nargs="+", help="keyframe or interp checkpoints")

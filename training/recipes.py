@@ -102,3 +102,24 @@ def train_models(tokens_dir: str, out: str, models: list[Kind], overrides: dict 
               + (f", motion curve {motion}" if motion else ""))
         done.append(path)
     return done
+
+
+def plot_run(checkpoint: str | Path, out_stem: str | Path) -> list[Path]:
+    """Loss and motion curves of a run so far, from any of its checkpoints (resume points included):
+    <out_stem>.loss.png and <out_stem>.motion.png."""
+    from hiergen.training import checkpoint as ckpt
+    c = ckpt.load(checkpoint)
+    history, recipe = c.extra["history"], c.extra.get("recipe", {})
+    stem = Path(out_stem)
+    title = f"{c.kind}: step {c.extra.get('step', len(history['step']))}, batch {recipe.get('batch', '?')}, " \
+            f"{history['seconds'] / 60:.0f} min"
+    written = [plot_history(history, stem.with_suffix(".loss.png"), title)]
+    motion = plot_motion(history, stem.with_suffix(".motion.png"), f"{c.kind}: motion probe (sampled videos of "
+                         f"{recipe.get('probe_prompts', '?')} validation prompts) against training minutes")
+    return written + ([motion] if motion else [])
+
+
+if __name__ == "__main__":      # python -m hiergen.training.recipes CKPT OUT_STEM: plot a run, finished or not
+    import sys
+    for p in plot_run(sys.argv[1], sys.argv[2]):
+        print(f"wrote {p}")

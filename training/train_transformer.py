@@ -297,19 +297,3 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
     if world > 1:
         dist.barrier()
     return final
-
-
-def load_model(path: str | os.PathLike, backbone: str | os.PathLike | None = None) -> DualTransformer:
-    """Rebuild a trained model from its checkpoint(s): a video model needs its backbone's too."""
-    c = ckpt.load(path, ModelConfig)
-    kind = Kind(c.kind)
-    model = DualTransformer(c.config, kind)
-    if kind == Kind.T2I:
-        ckpt.load_model_state(model, c)
-        return model.eval()
-    if set(c.model_state) >= set(model.state_dict()):       # trained whole (the random-backbone ablation)
-        model.load_state_dict(c.model_state, strict=True)
-        return model.eval()
-    b = ckpt.load(backbone or Path(path).parent / "t2i.safetensors", ModelConfig, kind="t2i")
-    model.load_state_dict({**b.model_state, **c.model_state}, strict=True)
-    return model.eval()

@@ -43,7 +43,8 @@ import torch
 from hiergen.config import Kind, ModelConfig
 from hiergen.export.fragments.contract import Contract, TensorSpec
 from hiergen.windows import layouts
-from hiergen.training.model import DecodeWeights, DualTransformer, LookupTables, decode_step
+from hiergen.export.tables import DecodeWeights, LookupTables, decode_step
+from hiergen.training.model import DualTransformer
 
 MAX_BATCH = 8      # 2 x 4 sequences with classifier-free guidance
 

@@ -2,7 +2,7 @@
 
     hiergen bench --runs 2 --rounds 3 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
 
-Each backend runs in its own worker process (`python -m hiergen.runtime.bench
+Each backend runs in its own worker process (`python -m hiergen.tools.bench
 --worker ...`), one after the other, so their peak resident memory is their own
 and the ONNX Runtime worker never has torch loaded. A worker loads its
 pipeline, generates one warm-up video, then `runs` timed videos of the same
@@ -143,7 +143,7 @@ def worker(backend: str, cfg: dict) -> dict:
 
 
 def _run_worker(backend: str, cfg: dict) -> dict:
-    cmd = [sys.executable, "-m", "hiergen.runtime.bench", "--worker", backend, "--config", json.dumps(cfg)]
+    cmd = [sys.executable, "-m", "hiergen.tools.bench", "--worker", backend, "--config", json.dumps(cfg)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"bench worker {backend!r} failed:\n{r.stderr[-3000:]}")
@@ -151,7 +151,7 @@ def _run_worker(backend: str, cfg: dict) -> dict:
 
 
 _GENERATE = ("import sys; from hiergen.cli import main; rc = main(sys.argv[1:]); "
-             "from hiergen.runtime.bench import peak_rss_mb; print('PEAK_RSS_MB', peak_rss_mb(), file=sys.stderr); "
+             "from hiergen.tools.bench import peak_rss_mb; print('PEAK_RSS_MB', peak_rss_mb(), file=sys.stderr); "
              "sys.exit(rc)")
 
 
@@ -360,7 +360,7 @@ def bench(model: str | None, backends: list[str], checkpoints: str | None, vqvae
 
 
 def _main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hiergen.runtime.bench")
+    p = argparse.ArgumentParser(prog="python -m hiergen.tools.bench")
     p.add_argument("--worker", required=True)
     p.add_argument("--config", required=True)
     a = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """Parity of an exported package with the PyTorch checkpoints it came from.
 
-    python -m hiergen.export.parity --package models/default --checkpoints checkpoints/transformer \\
+    python -m hiergen.tools.parity --package models/default --checkpoints checkpoints/transformer \\
         --vqvae checkpoints/vqvae/final.safetensors --frames 33
 
 Generates one greedy video through the shared orchestrator twice, with the
@@ -42,7 +42,7 @@ class _Recording:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hiergen.export.parity", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m hiergen.tools.parity", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--package", default="models/default")
     p.add_argument("--checkpoints", default="checkpoints/transformer")
