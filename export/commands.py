@@ -20,7 +20,7 @@ def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False, keyf
     path = export_package(checkpoints, vqvae, out, force=force, keyframe=keyframe, plan=plan)
     m = check_package(path)["manifest"]
     total = sum(f.stat().st_size for f in Path(path).iterdir())
-    weights = m["weights"]["bytes"]
+    weights = m.weights.bytes
     print(f"wrote {path}: {total / 1e6:.2f} MB, of which weights {weights / 1e6:.2f} MB ({weights / total:.0%}); "
-          f"{len(m['fragments'])} fragments checked")
+          f"{len(m.fragments)} fragments checked")
     return 0

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from onnx import numpy_helper
 from hiergen.config import Kind, ModelConfig
 from hiergen.errors import HiergenError
 from hiergen.fileio import temp_dir_beside
+from hiergen.runtime.manifest import FragmentSpec, Manifest, WeightsSpec
 from hiergen.runtime.package import FORMAT, FORMAT_VERSION, sha256
 from hiergen.runtime.plan import Plan
 from hiergen.tokenizer import TextTokenizer
@@ -129,22 +131,22 @@ def build_package(models: dict[Kind, DualTransformer], vq: VQVAE, tokenizer: Tex
             read = read_bytes(proto)
             weight_bytes = weights.externalise(proto)
             onnx.save_model(proto, tmp / f"{name}.onnx")
-            fragments[name] = {"file": f"{name}.onnx", **contract.to_dict(), "precision": "fp32",
-                               "weight_bytes": weight_bytes,      # every initializer of the graph
-                               "read_bytes": read,                # what one run must read of them (hiergen bench)
-                               "sha256": sha256(tmp / f"{name}.onnx")}
-        for k in Kind:
-            fragments[step.name(k)]["prefill"] = step.prefill_name(k)
-            fragments[step.name(k)]["decode"] = step.decode_name(k)
+            fragments[name] = FragmentSpec.from_dict(name, {
+                "file": f"{name}.onnx", **contract.to_dict(), "precision": "fp32",
+                "weight_bytes": weight_bytes,      # every initializer of the graph
+                "read_bytes": read,                # what one run must read of them (hiergen bench)
+                "sha256": sha256(tmp / f"{name}.onnx")})
+        for k in Kind:                             # a step graph names its prefill and decode graphs
+            fragments[step.name(k)] = replace(fragments[step.name(k)], prefill=step.prefill_name(k),
+                                              decode=step.decode_name(k))
         weights.close()
-        manifest = {
-            **source, "opset": OPSET,
-            "frame_rates": list(tokenizer.rates),
-            "weights": {"file": WEIGHTS, "sha256": sha256(tmp / WEIGHTS), "bytes": weights.size,
-                        "bytes_referenced": weights.referenced},
-            "fragments": fragments,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        manifest = Manifest(
+            format=FORMAT, format_version=FORMAT_VERSION, model_config=cfg, vq_config=source["vq_config"],
+            vocab=tuple(tokenizer.vocab), plan=plan, source_sha256=source["source_sha256"], opset=OPSET,
+            frame_rates=tuple(tokenizer.rates),
+            weights=WeightsSpec(WEIGHTS, sha256(tmp / WEIGHTS), weights.size, weights.referenced),
+            fragments=fragments)
+        (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
         _replace(tmp, out)
     finally:
         if tmp.exists():

@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from hiergen.errors import HiergenError
 from hiergen.runtime.arena import DeviceArena, HostArena
+from hiergen.runtime.manifest import FragmentSpec, Manifest
 
 log = logging.getLogger("hiergen")
 
@@ -44,7 +45,7 @@ def providers_for(backend: str) -> list[str]:
     return [PROVIDERS[backend], "CPUExecutionProvider"] if backend != "cpu" else ["CPUExecutionProvider"]
 
 
-def session(pkg: Path, spec: dict, providers: list[str], threads: int | None = None) -> ort.InferenceSession:
+def session(pkg: Path, spec: FragmentSpec, providers: list[str], threads: int | None = None) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -59,44 +60,44 @@ def session(pkg: Path, spec: dict, providers: list[str], threads: int | None = N
     # a pool left spinning after its last run took a core from the next session's run: the VQ-VAE
     # decoder ran 113 ms after the batch-8 decode steps instead of 66 ms (docs/runtime.md, "Spinning").
     so.add_session_config_entry("session.force_spinning_stop", "1")
-    return ort.InferenceSession(str(pkg / spec["file"]), so, providers=providers)
+    return ort.InferenceSession(str(pkg / spec.file), so, providers=providers)
 
 
 class OrtStepModel:
     """StepModel (runtime/orchestrator.py) over one exported transformer step graph; caches are Arenas."""
 
-    def __init__(self, pkg: Path, manifest: dict, name: str, providers: list[str], threads: int | None = None):
-        spec = manifest["fragments"][name]
-        cfg = manifest["model_config"]
-        self.name = name
+    def __init__(self, pkg: Path, manifest: Manifest, model: str, providers: list[str], threads: int | None = None):
+        spec = manifest.fragment(model, "step")
+        cfg = manifest.model_config
+        self.name = spec.name
         self.sess = session(pkg, spec, providers, threads)
-        pre = spec.get("prefill")
-        self.prefill = session(pkg, manifest["fragments"][pre], providers, threads) if pre else None
-        dec = spec.get("decode")          # the step graph at new_tokens = 1, fewer nodes: what the arenas bind
-        self.decode = session(pkg, manifest["fragments"][dec], providers, threads) if dec else self.sess
-        dec_spec = manifest["fragments"][dec] if dec else spec
+        pre = spec.prefill
+        self.prefill = session(pkg, manifest.fragments[pre], providers, threads) if pre else None
+        dec = spec.decode                 # the step graph at new_tokens = 1, fewer nodes: what the arenas bind
+        self.decode = session(pkg, manifest.fragments[dec], providers, threads) if dec else self.sess
+        dec_spec = manifest.fragments[dec] if dec else spec
         # The arena lives where the graph runs: host memory for the CPU provider, device memory otherwise.
         self.on_device = self.decode.get_providers()[0] != "CPUExecutionProvider"
         # small CPU decode steps run on one intra-op thread, each batch size on its own session (decode_session)
         self._single = None if self.on_device or threads == 1 else (lambda: session(pkg, dec_spec, providers, 1))
         self._by_batch: dict[int, ort.InferenceSession] = {}
         # past inputs the decode graph reads as Swin-window blocks (hiergen/windows.py) -> layer parity
-        self.window_local = {k: int(v) for k, v in dec_spec["kv_cache"].get("window_local", {}).items()}
-        self.window_shapes = {t["name"]: t["shape"] for t in dec_spec["inputs"] if t["name"] in self.window_local}
-        self.window = cfg["window"]
-        self.tokens_name, self.codes_name = spec["inputs"][0]["name"], spec["inputs"][1]["name"]
-        self.logits_name = spec["outputs"][0]["name"]
-        self.pairs = [tuple(p) for p in spec["kv_cache"]["pairs"]]
-        if spec["kv_cache"]["slot_axis"] != 2:
-            raise BackendError(f"{name}: the arenas hold caches as (batch, heads, slots, head_dim); "
+        self.window_local = dict(dec_spec.kv_cache.window_local)
+        self.window_shapes = {t.name: list(t.shape) for t in dec_spec.inputs if t.name in self.window_local}
+        self.window = cfg.window
+        self.tokens_name, self.codes_name = spec.inputs[0].name, spec.inputs[1].name
+        self.logits_name = spec.outputs[0].name
+        self.pairs = list(spec.kv_cache.pairs)
+        if spec.kv_cache.slot_axis != 2:
+            raise BackendError(f"{spec.name}: the arenas hold caches as (batch, heads, slots, head_dim); "
                                "this package puts slots elsewhere: re-export it with this hiergen")
-        self.frame_local = set(spec["kv_cache"]["frame_local"])
-        shapes = {t["name"]: t["shape"] for t in spec["inputs"] + spec["outputs"]}
+        self.frame_local = set(spec.kv_cache.frame_local)
+        shapes = {t.name: list(t.shape) for t in spec.inputs + spec.outputs}
         self.past_shapes = {past: shapes[past] for past, _ in self.pairs}
         self.new_shape = shapes[self.pairs[0][1]]
-        self.new_names = [new for _, new in self.pairs]
-        self.text_len, self.grid, self.image_vocab = cfg["text_len"], cfg["grid"], cfg["image_vocab"]
-        self.n_frames = cfg["n_frames"]
+        self.new_names = spec.kv_cache.new_names
+        self.text_len, self.grid, self.image_vocab = cfg.text_len, cfg.grid, cfg.image_vocab
+        self.n_frames = cfg.n_frames
 
     def new_cache(self, batch: int) -> HostArena | DeviceArena:
         return DeviceArena(self, batch) if self.on_device else HostArena(self, batch, self.decode_session(batch))
@@ -130,11 +131,11 @@ class OrtStepModel:
 class OrtCodec:
     """The VQ-VAE fragments: uint8 RGB frames <-> int64 tokens."""
 
-    def __init__(self, pkg: Path, manifest: dict, providers: list[str], threads: int | None = None):
-        enc, dec = manifest["fragments"]["vqvae_encoder"], manifest["fragments"]["vqvae_decoder"]
+    def __init__(self, pkg: Path, manifest: Manifest, providers: list[str], threads: int | None = None):
+        enc, dec = manifest.fragment("vqvae", "encoder"), manifest.fragment("vqvae", "decoder")
         self.enc, self.dec = session(pkg, enc, providers, threads), session(pkg, dec, providers, threads)
-        self.enc_in, self.dec_in = enc["inputs"][0]["name"], dec["inputs"][0]["name"]
-        self.image_size = manifest["vq_config"]["image_size"]
+        self.enc_in, self.dec_in = enc.inputs[0].name, dec.inputs[0].name
+        self.image_size = manifest.image_size
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         return self.dec.run(None, {self.dec_in: np.ascontiguousarray(tokens, np.int64)})[0]

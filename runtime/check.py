@@ -13,7 +13,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from hiergen.runtime.package import FIX, FRAGMENTS, PackageError, open_package
+from hiergen.runtime.manifest import FRAGMENTS
+from hiergen.runtime.package import FIX, PackageError, open_package
 
 
 def _onnx_check(f: str) -> None:
@@ -27,7 +28,8 @@ def _onnx_check(f: str) -> None:
 
 
 def check_package(path: str | os.PathLike, onnx_checker: bool | None = None) -> dict:
-    """A report {"path", "format", "format_version", "fragments", "checks", "manifest"}; raises PackageError.
+    """A report {"path", "format", "format_version", "fragments", "checks", "manifest" (a Manifest)};
+    raises PackageError.
 
     onnx_checker: run the ONNX checker too (default: where the onnx package is installed)."""
     import onnxruntime as ort
@@ -40,8 +42,8 @@ def check_package(path: str | os.PathLike, onnx_checker: bool | None = None) -> 
     so.intra_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL     # a load check, not a run
     for name in FRAGMENTS:
-        frag = m["fragments"][name]
-        f = str(root / frag["file"])
+        frag = m.fragments[name]
+        f = str(root / frag.file)
         if onnx_checker:
             _onnx_check(f)
         try:
@@ -49,9 +51,9 @@ def check_package(path: str | os.PathLike, onnx_checker: bool | None = None) -> 
         except Exception as e:       # onnxruntime raises its own Fail/InvalidGraph/... types
             raise PackageError(f"ONNX Runtime cannot load {f} ({str(e).splitlines()[0]}): {FIX}") from None
         names = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
-        want = ([s["name"] for s in frag["inputs"]], [s["name"] for s in frag["outputs"]])
+        want = ([t.name for t in frag.inputs], [t.name for t in frag.outputs])
         if names != want:
             raise PackageError(f"{f} has inputs/outputs {names}, the manifest says {want}: {FIX}")
     checks = ["manifest", "sha256", "onnxruntime load"] + (["onnx checker", "shape inference"] if onnx_checker else [])
-    return {"path": str(root), "format": m["format"], "format_version": m["format_version"],
-            "fragments": len(m["fragments"]), "checks": checks, "manifest": m}
+    return {"path": str(root), "format": m.format, "format_version": m.format_version,
+            "fragments": len(m.fragments), "checks": checks, "manifest": m}

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from hiergen.errors import HiergenError
 from hiergen.fileio import hash_file
+from hiergen.runtime.manifest import FRAGMENTS, Manifest
 
 FORMAT, FORMAT_VERSION = "hiergen-package", 5
-FRAGMENTS = ("vqvae_encoder", "vqvae_decoder", "t2i_step", "keyframe_step", "interp_step",
-             "t2i_prefill", "keyframe_prefill", "interp_prefill", "t2i_decode", "keyframe_decode", "interp_decode")
 FIX = ("reinstall hiergen for the shipped model, or rebuild the package with `hiergen export` "
        "(needs pip install 'hiergen[train]' and the checkpoints)")
 
@@ -28,7 +27,8 @@ def sha256(path: str | os.PathLike) -> str:
     return hash_file(path).hexdigest()
 
 
-def load_manifest(path: str | os.PathLike) -> dict:
+def load_manifest(path: str | os.PathLike) -> Manifest:
+    """The package's manifest, typed; format version and fragment list checked (files not: open_package)."""
     p = Path(path) / "manifest.json"
     try:
         m = json.loads(p.read_text())
@@ -43,7 +43,10 @@ def load_manifest(path: str | os.PathLike) -> dict:
     missing = [f for f in FRAGMENTS if f not in m.get("fragments", {})]
     if missing:
         raise PackageError(f"{p} lists no fragment {', '.join(missing)}: {FIX}")
-    return m
+    try:
+        return Manifest.from_dict(m)
+    except (KeyError, TypeError, ValueError) as e:
+        raise PackageError(f"{p} is malformed ({type(e).__name__}: {e}): {FIX}") from None
 
 
 def verify_file(root: Path, file: str, want: str) -> Path:
@@ -55,11 +58,11 @@ def verify_file(root: Path, file: str, want: str) -> Path:
     return f
 
 
-def open_package(path: str | os.PathLike) -> dict:
+def open_package(path: str | os.PathLike) -> Manifest:
     """The manifest of a package whose files are all present and unmodified."""
     root = Path(path)
     m = load_manifest(root)
-    verify_file(root, m["weights"]["file"], m["weights"]["sha256"])
+    verify_file(root, m.weights.file, m.weights.sha256)
     for name in FRAGMENTS:
-        verify_file(root, m["fragments"][name]["file"], m["fragments"][name]["sha256"])
+        verify_file(root, m.fragments[name].file, m.fragments[name].sha256)
     return m

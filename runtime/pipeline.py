@@ -27,6 +27,7 @@ import numpy as np
 
 from hiergen.captions import CaptionError, parse, unknown_words
 from hiergen.errors import HiergenError
+from hiergen.runtime.manifest import MODELS, Manifest
 from hiergen.runtime.options import GenerationOptions
 from hiergen.runtime.orchestrator import Request, Result, generate, keyframe_rounds
 from hiergen.runtime.plan import Plan
@@ -195,10 +196,10 @@ class GeneratesVideos:
 
 
 class Pipeline(GeneratesVideos):
-    def __init__(self, path: Path, manifest: dict, models: dict, codec, providers: list[str]):
+    def __init__(self, path: Path, manifest: Manifest, models: dict, codec, providers: list[str]):
         self.path, self.manifest, self.models, self.codec, self.providers = path, manifest, models, codec, providers
-        self.plan = Plan.from_dict(manifest["plan"])
-        self.tokenizer = TextTokenizer(tuple(manifest["vocab"]))
+        self.plan = manifest.plan
+        self.tokenizer = TextTokenizer(manifest.vocab)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, backend: str = "auto", threads: int | None = None) -> "Pipeline":
@@ -209,7 +210,7 @@ class Pipeline(GeneratesVideos):
         root = Path(path) if path is not None else DEFAULT_PACKAGE
         manifest = open_package(root)
         providers = providers_for(backend)
-        models = {k: OrtStepModel(root, manifest, f"{k}_step", providers, threads) for k in ("t2i", "keyframe", "interp")}
+        models = {k: OrtStepModel(root, manifest, k, providers, threads) for k in MODELS}
         codec = OrtCodec(root, manifest, providers, threads)
         used = models["t2i"].sess.get_providers()[0]
         log.info("hiergen: %s on %s (asked for %s)", root, used, backend)

@@ -11,7 +11,7 @@ from hiergen.runtime.pipeline import DEFAULT_PACKAGE
 @pytest.fixture(scope="module")
 def keyframe():
     m = load_manifest(DEFAULT_PACKAGE)
-    return OrtStepModel(DEFAULT_PACKAGE, m, "keyframe_step", ["CPUExecutionProvider"], threads=1)
+    return OrtStepModel(DEFAULT_PACKAGE, m, "keyframe", ["CPUExecutionProvider"], threads=1)
 
 
 def test_runs_of_consecutive_slots():
@@ -88,7 +88,7 @@ def test_a_step_through_the_step_graph_writes_one_frame(keyframe, arena):
 @pytest.fixture(scope="module")
 def interp():
     m = load_manifest(DEFAULT_PACKAGE)
-    return OrtStepModel(DEFAULT_PACKAGE, m, "interp_step", ["CPUExecutionProvider"], threads=1)
+    return OrtStepModel(DEFAULT_PACKAGE, m, "interp", ["CPUExecutionProvider"], threads=1)
 
 
 def _interp_drive(model, arena, steps=10):

@@ -24,7 +24,9 @@ graph = helper.make_graph(
     initializer=[helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
 save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), folder + "/probe.onnx")
 if ours:
-    sess = session(__import__("pathlib").Path(folder), {"file": "probe.onnx"}, ["CPUExecutionProvider"])
+    from hiergen.runtime.manifest import FragmentSpec
+    spec = FragmentSpec("probe", "probe.onnx", (), (), {})
+    sess = session(__import__("pathlib").Path(folder), spec, ["CPUExecutionProvider"])
 else:
     sess = ort.InferenceSession(folder + "/probe.onnx", providers=["CPUExecutionProvider"])
 y = sess.run(None, {"x": np.full(4, 1e-40, np.float32)})[0]
@@ -54,13 +56,13 @@ def test_small_cpu_decode_steps_run_on_one_intra_op_thread():
 
     manifest = open_package(DEFAULT_PACKAGE)
     cpu = ["CPUExecutionProvider"]
-    m = OrtStepModel(DEFAULT_PACKAGE, manifest, "interp_step", cpu)
+    m = OrtStepModel(DEFAULT_PACKAGE, manifest, "interp", cpu)
     assert m.decode.get_session_options().intra_op_num_threads == 0          # ONNX Runtime's default: all cores
     two, four, large = m.new_cache(2), m.new_cache(4), m.new_cache(SINGLE_THREAD_BELOW)
     assert large.sess is m.decode and len({id(two.sess), id(four.sess), id(m.decode)}) == 3
     assert all(a.sess.get_session_options().intra_op_num_threads == 1 for a in (two, four))
     assert m.new_cache(2).sess is two.sess                                   # made once per batch size
-    one = OrtStepModel(DEFAULT_PACKAGE, manifest, "interp_step", cpu, threads=1)
+    one = OrtStepModel(DEFAULT_PACKAGE, manifest, "interp", cpu, threads=1)
     assert one.new_cache(2).sess is one.new_cache(4).sess is one.decode
 
 

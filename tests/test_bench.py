@@ -100,23 +100,23 @@ def test_rounds_merge_into_one_report():
 # ------------------------------------------------------------ step_bytes
 def arena_bytes(spec, batch):
     """Every past tensor of the step graph's KV cache at `batch`, counted from the manifest's own shapes."""
-    inputs = {t["name"]: t for t in spec["inputs"]}
+    inputs = {t.name: t for t in spec.inputs}
     total = 0
-    for past, new in spec["kv_cache"]["pairs"]:
+    for past, new in spec.kv_cache.pairs:
         t = inputs[past]
-        dims = [batch if d == "batch" else d for d in t["shape"]]
-        assert all(isinstance(d, int) for d in dims), f"{past} has a dynamic axis other than batch: {t['shape']}"
-        total += math.prod(dims) * np.dtype(t["dtype"]).itemsize
+        dims = [batch if d == "batch" else d for d in t.shape]
+        assert all(isinstance(d, int) for d in dims), f"{past} has a dynamic axis other than batch: {t.shape}"
+        total += math.prod(dims) * np.dtype(t.dtype).itemsize
     return total
 
 
 @pytest.mark.parametrize("model", ["t2i", "keyframe", "interp"])
 def test_step_bytes_is_weights_plus_the_kv_arena(manifest, model):
-    spec = manifest["fragments"][f"{model}_decode"]          # the graph a decode step runs
-    assert manifest["fragments"][f"{model}_step"]["decode"] == f"{model}_decode"
-    read = spec["read_bytes"]
+    spec = manifest.fragment(model, "decode")                 # the graph a decode step runs
+    assert manifest.fragment(model, "step").decode == spec.name
+    read = spec.read_bytes
     # every weight matrix is read whole; lookup tables a row per sequence, far less than their size
-    assert 0 < read["per_sequence"] < read["fixed"] < spec["weight_bytes"]
+    assert 0 < read["per_sequence"] < read["fixed"] < spec.weight_bytes
     for batch in (1, 2, 8):
         weights = read["fixed"] + batch * read["per_sequence"]
         assert bench.step_bytes(manifest, model, batch) == weights + arena_bytes(spec, batch)
@@ -125,39 +125,37 @@ def test_step_bytes_is_weights_plus_the_kv_arena(manifest, model):
     assert b5 - b2 == 3 * (b2 - b1) > 0
     assert bench.step_bytes(manifest, model, 0) == read["fixed"]
     # attention-base reads a frame-local block (text + one frame), attention-plus every slot
-    cfg = manifest["model_config"]
-    block, seq = cfg["text_len"] + cfg["grid"] ** 2, cfg["text_len"] + cfg["n_frames"] * cfg["grid"] ** 2
+    cfg = manifest.model_config
+    block, seq = cfg.text_len + cfg.grid ** 2, cfg.text_len + cfg.n_frames * cfg.grid ** 2
     # and the interpolation model's attention-plus a Swin window's block (text + 5 frames x 4 x 4 slots)
-    window_block = cfg["text_len"] + cfg["n_frames"] * cfg["window"] ** 2
-    inputs = {t["name"]: t for t in spec["inputs"]}
-    local, windowed = set(spec["kv_cache"]["frame_local"]), spec["kv_cache"].get("window_local", {})
-    for past, _ in spec["kv_cache"]["pairs"]:
+    window_block = cfg.text_len + cfg.n_frames * cfg.window ** 2
+    local, windowed = set(spec.kv_cache.frame_local), dict(spec.kv_cache.window_local)
+    for past in spec.kv_cache.past_names:
         assert ("_base_" in past) == (past in local)
         assert (past in windowed) == (model == "interp" and "_plus_" in past)
-        assert inputs[past]["shape"][2] == (block if past in local else window_block if past in windowed else seq)
-    t2i = arena_bytes(manifest["fragments"]["t2i_decode"], 1)
+        assert spec.input(past).shape[2] == (block if past in local else window_block if past in windowed else seq)
+    t2i = arena_bytes(manifest.fragment("t2i", "decode"), 1)
     plus = {"t2i": 0, "keyframe": seq, "interp": window_block}[model]
     assert arena_bytes(spec, 1) == t2i * (1 + plus / block)
 
 
 def test_step_bytes_adds_the_fragments_read_bytes(manifest):
-    spec = {**manifest["fragments"]["keyframe_step"], "read_bytes": {"fixed": 12345, "per_sequence": 10}}
-    assert bench.step_bytes({"fragments": {"keyframe_step": spec}}, "keyframe", 3) == 12375 + arena_bytes(spec, 3)
-    older = {k: v for k, v in spec.items() if k != "read_bytes"} | {"weight_bytes": 999}   # before read_bytes
-    assert bench.step_bytes({"fragments": {"keyframe_step": older}}, "keyframe", 3) == 999 + arena_bytes(spec, 3)
+    from dataclasses import replace
+    spec = replace(manifest.fragment("keyframe", "step"), decode=None, read_bytes={"fixed": 12345, "per_sequence": 10})
+    assert bench.step_bytes(replace(manifest, fragments={spec.name: spec}), "keyframe", 3) == 12375 + arena_bytes(spec, 3)
+    older = replace(spec, read_bytes={}, weight_bytes=999)              # a package from before read_bytes
+    assert bench.step_bytes(replace(manifest, fragments={spec.name: older}), "keyframe", 3) == 999 + arena_bytes(spec, 3)
 
 
 def test_manifest_weight_bytes_are_the_step_graphs_initializers(manifest):
-    if "weight_bytes" not in manifest["fragments"]["t2i_step"]:
-        pytest.skip("models/default predates per-fragment weight_bytes (re-export it to count weights in bench)")
     onnx = pytest.importorskip("onnx")
     from onnx.helper import tensor_dtype_to_np_dtype
     for name in (f"{m}_{g}" for m in ("t2i", "keyframe", "interp") for g in ("step", "decode")):
-        spec = manifest["fragments"][name]
-        proto = onnx.load(str(DEFAULT_PACKAGE / spec["file"]), load_external_data=False)
+        spec = manifest.fragments[name]
+        proto = onnx.load(str(DEFAULT_PACKAGE / spec.file), load_external_data=False)
         nbytes = sum(math.prod(t.dims) * np.dtype(tensor_dtype_to_np_dtype(t.data_type)).itemsize
                      for t in proto.graph.initializer)
-        assert spec["weight_bytes"] == nbytes > 0, name
+        assert spec.weight_bytes == nbytes > 0, name
 
 
 # ------------------------------------------------------------ markdown
@@ -240,7 +238,7 @@ def test_bench_end_to_end_cpu():
     assert all(0 < v < 2000 for v in r["peak_rss_mb"].values()), r["peak_rss_mb"]
     cpu = r["backends"]["cpu"]
     assert cpu["torch_loaded"] is False
-    grid_tokens = load_manifest(DEFAULT_PACKAGE)["model_config"]["grid"] ** 2
+    grid_tokens = load_manifest(DEFAULT_PACKAGE).model_config.grid ** 2
     assert cpu["stages"]["t2i"]["decode_steps"] == grid_tokens
     assert cpu["stages"]["keyframe"]["decode_steps"] == 4 * grid_tokens
     assert "speedup_vs_torch" not in r and "tokens_differ_from_torch" not in r

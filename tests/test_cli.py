@@ -114,7 +114,9 @@ def test_export_keyframe_rate_fixes_the_plan(tmp_path, monkeypatch, argv, want):
         seen["plan"] = plan
         return Path(out)
     monkeypatch.setattr(package, "export_package", fake_export)
-    monkeypatch.setattr(check, "check_package", lambda path: {"manifest": {"weights": {"bytes": 1}, "fragments": {}}})
+    from types import SimpleNamespace
+    shipped = SimpleNamespace(weights=SimpleNamespace(bytes=1), fragments={})
+    monkeypatch.setattr(check, "check_package", lambda path: {"manifest": shipped})
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "f").write_bytes(b"x")
     assert main(["export", "--out", str(tmp_path / "out"), *argv]) == 0

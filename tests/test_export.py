@@ -20,7 +20,7 @@ from hiergen.runtime import check  # noqa: E402
 from hiergen.export.fragments import step  # noqa: E402
 from hiergen.tools.parity import OrtStep  # noqa: E402
 from hiergen.export.package import ExportError, build_package, read_bytes  # noqa: E402
-from hiergen.runtime.package import FRAGMENTS  # noqa: E402
+from hiergen.runtime.manifest import FRAGMENTS  # noqa: E402
 from hiergen.tokenizer import TextTokenizer  # noqa: E402
 from hiergen.training.generate import TorchStepModel  # noqa: E402
 from hiergen.export.tables import DecodeWeights, LookupTables  # noqa: E402
@@ -83,7 +83,7 @@ def _prefill(cfg: ModelConfig, kind: Kind, batch: int, rng) -> tuple[np.ndarray,
 def test_step_parity(tiny, kind):
     pkg, models, _, _ = tiny
     cfg, B = models[kind].cfg, 2
-    ref, got = TorchStepModel(models[kind]), OrtStep(pkg, step.name(kind))
+    ref, got = TorchStepModel(models[kind]), OrtStep(pkg, kind.value)
     ref_cache, got_cache = ref.new_cache(B), got.new_cache(B)
     rng = np.random.default_rng(0)
     tokens, codes, frames = _prefill(cfg, kind, B, rng)
@@ -109,7 +109,7 @@ def test_text_token_by_token_matches_torch(tiny, kind):
     steps, give torch's logits."""
     pkg, models, _, _ = tiny
     cfg, B, P = models[kind].cfg, 2, models[kind].cfg.tokens_per_frame
-    ref, got = TorchStepModel(models[kind]), OrtStep(pkg, step.name(kind))
+    ref, got = TorchStepModel(models[kind]), OrtStep(pkg, kind.value)
     ref_cache, got_cache = ref.new_cache(B), got.new_cache(B)
     tokens, codes, frames = _prefill(cfg, kind, B, np.random.default_rng(4))
     parts = [slice(i, i + 1) for i in range(cfg.text_len)]
@@ -134,7 +134,7 @@ def test_prefill_graph_equals_step_graph_on_an_empty_cache(tiny, kind):
     """The runtime's shortcut: a first step through the cache-free prefill graph gives what the step graph gives."""
     pkg, models, _, _ = tiny
     cfg, B = models[kind].cfg, 2
-    ort_step = OrtStep(pkg, step.name(kind))
+    ort_step = OrtStep(pkg, kind.value)
     tokens, codes, _ = _prefill(cfg, kind, B, np.random.default_rng(1))
     via_step = ort_step.new_cache(B)
     ort_step.prefill, saved = None, ort_step.prefill           # force the step graph
@@ -159,7 +159,7 @@ def test_decode_graph_equals_the_step_graph(tiny, kind):
     """Decode steps run the *_decode graph (new_tokens = 1, fewer nodes); it computes what the step graph does."""
     pkg, models, _, _ = tiny
     cfg, B = models[kind].cfg, 2
-    m = OrtStep(pkg, step.name(kind))
+    m = OrtStep(pkg, kind.value)
     assert m.decode is not m.sess
     cache = m.new_cache(B)
     tokens, codes, frames = _prefill(cfg, kind, B, np.random.default_rng(3))
@@ -192,7 +192,7 @@ def test_decode_steps_run_in_the_arena(tiny):
     """A decode step writes only into the stage's preallocated arena: same buffers, logits returned in place."""
     pkg, models, _, _ = tiny
     cfg, B = models[Kind.KEYFRAME].cfg, 2
-    m = OrtStep(pkg, step.name(Kind.KEYFRAME))
+    m = OrtStep(pkg, "keyframe")
     arena = m.new_cache(B)
     tokens, codes, _ = _prefill(cfg, Kind.KEYFRAME, B, np.random.default_rng(2))
     m.step(tokens, codes, arena)
@@ -362,7 +362,7 @@ def test_whole_greedy_video_is_token_for_token_the_same(tiny):
     from hiergen.runtime.sampler import SamplerOptions
 
     pkg, models, _, tok = tiny
-    ort_models = {k.value: OrtStep(pkg, step.name(k)) for k in Kind}
+    ort_models = {k.value: OrtStep(pkg, k.value) for k in Kind}
     torch_models = {k.value: TorchStepModel(models[k]) for k in Kind}
     req = Request("a small red circle moves left slowly", tok, rate=1, frames=33, sampler=SamplerOptions(top_k=1))
     a = generate(req, ort_models, Plan()).tokens

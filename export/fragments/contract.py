@@ -11,18 +11,10 @@ import numpy as np
 import onnx
 import torch
 
+from hiergen.runtime.manifest import TensorSpec
+
 OPSET = 20
 _NP = {"uint8": np.uint8, "int64": np.int64, "float32": np.float32}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str                          # "uint8" | "int64" | "float32"
-    shape: tuple[int | str, ...]        # ints are fixed, strings are symbolic axes ("batch", "new_tokens")
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
 
 @dataclass(frozen=True)

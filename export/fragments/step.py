@@ -42,23 +42,24 @@ import torch
 
 from hiergen.config import Kind, ModelConfig
 from hiergen.export.fragments.contract import Contract, TensorSpec
-from hiergen.windows import layouts
 from hiergen.export.tables import DecodeWeights, LookupTables, decode_step
+from hiergen.runtime.manifest import fragment_name
 from hiergen.training.model import DualTransformer
+from hiergen.windows import layouts
 
 MAX_BATCH = 8      # 2 x 4 sequences with classifier-free guidance
 
 
 def name(kind: Kind) -> str:
-    return f"{Kind(kind).value}_step"
+    return fragment_name(Kind(kind).value, "step")
 
 
 def prefill_name(kind: Kind) -> str:
-    return f"{Kind(kind).value}_prefill"
+    return fragment_name(Kind(kind).value, "prefill")
 
 
 def decode_name(kind: Kind) -> str:
-    return f"{Kind(kind).value}_decode"
+    return fragment_name(Kind(kind).value, "decode")
 
 
 def channels(kind: Kind) -> tuple[str, ...]:

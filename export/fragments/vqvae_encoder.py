@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch
 
 from hiergen.export.fragments.contract import Contract, TensorSpec
+from hiergen.runtime.manifest import fragment_name
 from hiergen.training.vqvae import VQVAE, VQVAEConfig
 
-NAME = "vqvae_encoder"
+NAME = fragment_name("vqvae", "encoder")
 
 
 def contract(cfg: VQVAEConfig) -> Contract:

@@ -39,6 +39,8 @@ from statistics import median
 
 import numpy as np
 
+from hiergen.runtime.manifest import Manifest
+
 STAGE_MODEL = {"t2i": "t2i", "keyframe": "keyframe", "interp1": "interp", "interp2": "interp", "interp3": "interp"}
 
 
@@ -117,9 +119,8 @@ def worker(backend: str, cfg: dict) -> dict:
         import torch
         torch.set_num_threads(cfg["threads"] or os.cpu_count() or 1)
         from hiergen.training.generate import ReferencePipeline
-        from hiergen.runtime.plan import Plan
         from hiergen.runtime.package import load_manifest
-        plan = Plan.from_dict(load_manifest(cfg["model"])["plan"])    # the package's plan, for the same loop
+        plan = load_manifest(cfg["model"]).plan       # the package's plan, for the same loop
         pipe = ReferencePipeline.load(cfg["checkpoints"], cfg["vqvae"], plan=plan)
         device = "torch " + torch.__version__
     else:
@@ -190,7 +191,7 @@ def _stage_of(run_steps: list, stages: list[str]) -> list[tuple[str, tuple]]:
     return out
 
 
-def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
+def summarise(report: dict, manifest: Manifest, bandwidth: float) -> dict:
     """Per-stage figures of one backend's report. The bound divides by the median copy bandwidth
     measured just before and after each of its workers ran, so steps and bandwidth share the
     machine's state of the moment (this VM's speed drifts by a third within minutes); `bandwidth`
@@ -205,7 +206,7 @@ def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
             s = per_stage.setdefault(stage, {"model": model, "batch": batch, "decode": [], "prefill": []})
             s["decode" if t == 1 else "prefill"].append(dt)
     new_frames = {"t2i": 1, "keyframe": 4, "interp1": 4, "interp2": 8, "interp3": 16}
-    P = manifest["model_config"]["grid"] ** 2
+    P = manifest.model_config.grid ** 2
     out = {}
     for stage, s in per_stage.items():
         wall = median(v["stages"][stage] for v in videos)
@@ -225,7 +226,7 @@ def summarise(report: dict, manifest: dict, bandwidth: float) -> dict:
             "torch_loaded": report["torch_loaded"]}
 
 
-def round_ratios(rounds: list[dict], manifest: dict, bandwidth: float) -> dict[str, list[float]]:
+def round_ratios(rounds: list[dict], manifest: Manifest, bandwidth: float) -> dict[str, list[float]]:
     """Per stage, each round's decode step over its bound (that round's median step, over the bandwidth
     measured just before and after that round's worker): how far the machine's drift moved the ratio
     within one run."""
@@ -237,17 +238,17 @@ def round_ratios(rounds: list[dict], manifest: dict, bandwidth: float) -> dict[s
     return out
 
 
-def step_bytes(manifest: dict, model: str, batch: int) -> int:
+def step_bytes(manifest: Manifest, model: str, batch: int) -> int:
     """Bytes a decode step must read: the decode graph's weights (a lookup table one row per sequence,
     the manifest's read_bytes; all its initializers for a package that predates them) and its KV arena
     (every past tensor) at `batch`."""
-    spec = manifest["fragments"][f"{model}_step"]
-    spec = manifest["fragments"].get(spec.get("decode"), spec)       # the graph decode steps run
-    shapes = {t["name"]: t["shape"] for t in spec["inputs"]}
+    spec = manifest.fragment(model, "step")
+    spec = manifest.fragments.get(spec.decode, spec)          # the graph decode steps run
+    shapes = {t.name: t.shape for t in spec.inputs}
     kv = sum(int(np.prod([batch if d == "batch" else d for d in shapes[past]])) * 4
-             for past, _ in spec["kv_cache"]["pairs"])
-    read = spec.get("read_bytes")
-    weights = read["fixed"] + batch * read["per_sequence"] if read else int(spec.get("weight_bytes", 0))
+             for past in spec.kv_cache.past_names)
+    read = spec.read_bytes
+    weights = read["fixed"] + batch * read["per_sequence"] if read else spec.weight_bytes
     return weights + kv
 
 

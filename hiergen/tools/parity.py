@@ -11,18 +11,17 @@ largest pixel difference of the VQ-VAE decoder.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 
-def OrtStep(pkg: str | Path, name: str, threads: int = 1):
-    """The runtime's step model for one graph of a package, on the CPU."""
+def OrtStep(pkg: str | Path, model: str, threads: int = 1):
+    """The runtime's step model for one transformer ("t2i", "keyframe", "interp") of a package, on the CPU."""
     from hiergen.runtime.backend import OrtStepModel
     from hiergen.runtime.package import load_manifest
-    return OrtStepModel(Path(pkg), load_manifest(pkg), name, ["CPUExecutionProvider"], threads)
+    return OrtStepModel(Path(pkg), load_manifest(pkg), model, ["CPUExecutionProvider"], threads)
 
 
 class _Recording:
@@ -54,18 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     torch.set_num_threads(1)
     from hiergen.runtime.orchestrator import Request, generate
-    from hiergen.runtime.plan import Plan
+    from hiergen.runtime.package import load_manifest
     from hiergen.runtime.sampler import SamplerOptions
     from hiergen.runtime.pipeline import keyframe_rate
     from hiergen.training.generate import ReferencePipeline
 
     ref = ReferencePipeline.load(args.checkpoints, args.vqvae)
-    plan = Plan.from_dict(json.loads((Path(args.package) / "manifest.json").read_text())["plan"])
+    plan = load_manifest(args.package).plan
     req = Request(args.prompt, ref.tokenizer, keyframe_rate(args.prompt, plan), args.frames, SamplerOptions(top_k=1))
     worst = {}
     rec_o: dict[str, list] = {}
     rec_t: dict[str, list] = {}
-    onnx_models = {k: _Recording(OrtStep(Path(args.package), f"{k}_step"), rec_o.setdefault(k, [])) for k in ref.models}
+    onnx_models = {k: _Recording(OrtStep(Path(args.package), k), rec_o.setdefault(k, [])) for k in ref.models}
     torch_models = {k: _Recording(m, rec_t.setdefault(k, [])) for k, m in ref.models.items()}
     a = generate(req, onnx_models, plan).tokens
     b = generate(req, torch_models, plan).tokens
@@ -76,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.frames}-frame greedy video: {int((a != b).sum())} of {a.size} tokens differ")
 
     from hiergen.runtime.backend import OrtCodec
-    from hiergen.runtime.package import load_manifest
     dec = OrtCodec(Path(args.package), load_manifest(args.package), ["CPUExecutionProvider"], threads=1)
     pix = np.abs(dec.decode(b).astype(int) - ref.codec.decode(b).astype(int)).max()
     print(f"vqvae_decoder: max |pixel diff| over {len(b)} frames = {pix} / 255")
