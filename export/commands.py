@@ -1,4 +1,5 @@
-"""Entry function for `hiergen export`: a typed call; errors are HiergenErrors the CLI prints."""
+"""The export wing's command, `hiergen export`: a typed call, and `export(args)` for the CLI's dispatch;
+errors are HiergenErrors the CLI prints."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,3 +25,7 @@ def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False, keyf
     print(f"wrote {path}: {total / 1e6:.2f} MB, of which weights {weights / 1e6:.2f} MB ({weights / total:.0%}); "
           f"{len(m.fragments)} fragments checked")
     return 0
+
+
+def export(args) -> int:
+    return cmd_export(args.checkpoints, args.vqvae, args.out, args.force, args.keyframe, args.keyframe_rate)

@@ -1,13 +1,14 @@
-"""`hiergen` command line: argument parsing only; each command calls typed functions.
+"""`hiergen` command line: argument parsing and dispatch only.
 
-Commands that need torch import it inside their handler, so `hiergen --help`,
-`hiergen info`, `synth` and `eval` run on the base (torch-free) install.
+Each command is one function in its wing (COMMANDS); it is imported when the
+command runs, so the torch-free commands work on the base install. Every
+error a user can fix is a HiergenError, printed as `hiergen: error: ...` with
+exit status 2 (hiergen/errors.py).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from hiergen.errors import EXIT_ERROR, EXIT_INTERRUPTED, HiergenError
 
@@ -33,357 +34,35 @@ def _fail(msg: str) -> int:
     return EXIT_ERROR
 
 
-# ---------------------------------------------------------------- info
-def cmd_info(args) -> int:
-    import json
-
-    from hiergen.sysinfo import collect, format_info
-    info = collect()
-    print(json.dumps(info, indent=2) if args.json else format_info(info))
-    return 0
-
-
-# ---------------------------------------------------------------- synth
-def cmd_synth(args) -> int:
-    from hiergen.captions import CaptionError, parse
-    from hiergen.data import DatasetError, write_synth_dataset
-    from hiergen.runtime.video import VideoError, save_video
-    from hiergen.synth import render
-
-    if (args.caption is None) == (args.n is None):
-        return _fail("give either --caption TEXT -o FILE (one preview clip) or --n N --out DIR (a dataset)")
-    try:
-        if args.caption is not None:
-            if not args.output:
-                return _fail("--caption needs -o FILE (.mp4, .gif or .png contact sheet)")
-            clip = render(parse(args.caption), seed=args.seed, size=args.size, textured=args.textured)
-            path = save_video(clip.frames, args.output, clip.fps, clip.caption, scale=args.scale)
-            print(f"wrote {path}: {clip.n_frames} frames at {clip.fps:g} fps ({clip.duration_s:.2f} s), "
-                  f"{args.size}x{args.size}: {clip.caption}")
-            return 0
-        if not args.out:
-            return _fail("--n needs --out DIR")
-        ds = write_synth_dataset(args.out, args.n, size=args.size, textured=args.textured,
-                                 start_seed=args.seed, force=args.force)
-        splits = {s: sum(r.split == s for r in ds.records) for s in ("train", "val", "test")}
-        held = sum(r.held_out for r in ds.records)
-        print(f"wrote {ds.root}: {len(ds)} clips ({splits['train']} train, {splits['val']} val, "
-              f"{splits['test']} test; {held} with held-out colour/shape pairs)")
-        return 0
-    except (CaptionError, DatasetError, VideoError, ValueError) as e:
-        return _fail(str(e))
+# ---------------------------------------------------------------- dispatch
+# Each command is one function in its wing; the CLI imports it only when the command runs, so
+# `hiergen --help`, `info`, `synth`, `generate` and `check` never import torch.
+COMMANDS = {
+    "info": "hiergen.commands:info",
+    "synth": "hiergen.commands:synth",
+    "import-videos": "hiergen.commands:import_videos",
+    "eval": "hiergen.tools.commands:eval",
+    "bench": "hiergen.tools.commands:bench",
+    "generate": "hiergen.runtime.commands:generate",
+    "check": "hiergen.runtime.commands:check",
+    "train": "hiergen.training.commands:train",
+    "tokenize": "hiergen.training.commands:tokenize",
+    "vqvae-quality": "hiergen.training.commands:vqvae_quality",
+    "reference": "hiergen.training.commands:reference",
+    "export": "hiergen.export.commands:export",
+}
+NEEDS_TORCH = ("hiergen.training", "hiergen.export")
 
 
-def cmd_import_videos(args) -> int:
-    from hiergen.data import DatasetError, write_video_dataset
-    try:
-        ds = write_video_dataset(args.folder, args.captions, args.out, size=args.size, force=args.force,
-                                 strict_captions=args.strict)
-    except (DatasetError, ValueError) as e:
-        return _fail(str(e))
-    print(f"wrote {ds.root}: {len(ds)} clips at 16 fps, {args.size}x{args.size}")
-    return 0
-
-
-# ---------------------------------------------------------------- eval
-def cmd_eval(args) -> int:
-    from hiergen.evaluation import EvalError, run_clip_eval
-    if args.prompts is not None:
-        return _eval_generated(args)
-    try:
-        return run_clip_eval(clips_dir=args.clips, n_synth=args.synth, split=args.split,
-                             mp4_roundtrip=args.mp4_roundtrip, vqvae=args.vqvae, size=args.size,
-                             textured=args.textured,
-                             json_path=args.json, plot_path=args.plot, markdown_path=args.markdown)
-    except EvalError as e:
-        return _fail(str(e))
-
-
-def _eval_generated(args) -> int:
-    from hiergen.generated_eval import methods_for, run_generated_eval
-    from hiergen.runtime.package import PackageError
-    from hiergen.runtime.video import VideoError, check_writable
-    if args.prompts < 1:
-        return _fail(f"--prompts needs a positive number of prompts, got {args.prompts}")
-    if args.jobs is not None and args.jobs < 1:
-        return _fail(f"--jobs needs at least 1 worker process, got {args.jobs}")
-    ablations = {}
-    for a in args.ablation or []:
-        name, sep, pkg = a.partition("=")
-        if not sep or not name or not pkg:
-            return _fail(f"--ablation takes NAME=PACKAGE, e.g. 'one fixed rate=out/fixed-rate'; got {a!r}")
-        if name in ablations:
-            return _fail(f"--ablation {name!r} is given twice ({ablations[name]}, {pkg}): give each its own name")
-        ablations[name] = pkg
-    try:
-        methods_for(args.model, args.baseline, ablations, args.true_keyframes)
-    except ValueError as e:
-        return _fail(str(e))
-    try:
-        for out in (args.json, args.markdown, args.plot, args.samples):
-            if out:
-                check_writable(out)
-        return run_generated_eval(args.model, args.prompts, args.baseline, ablations, args.jobs,
-                                  args.true_keyframes, args.json, args.markdown, args.plot, args.samples)
-    except (PackageError, VideoError) as e:
-        return _fail(str(e))
-
-
-# ---------------------------------------------------------------- training (torch)
-def _needs_torch() -> str | None:
-    import importlib.util
-    if importlib.util.find_spec("torch") is None:
-        return "this command needs PyTorch: install the training extra with `pip install 'hiergen[train]'` (or `make setup`)"
-    return None
-
-
-def cmd_train(args) -> int:
-    if (msg := _needs_torch()):
-        return _fail(msg)
-    check_threads(args.threads)
-    if args.model == "vqvae":
-        from hiergen.training import commands
-        return commands.cmd_train_vqvae(out=args.out, steps=args.steps, batch=args.batch, lr=args.lr,
-                                        seed=args.seed, data=args.data, codebook=args.codebook,
-                                        resume=not args.restart, textured_share=args.textured_share,
-                                        ckpt_every=args.ckpt_every, precision=args.precision,
-                                        threads=args.threads)
-    from hiergen.config import Kind
-    from hiergen.training.recipes import train_models
-    from hiergen.training.train_transformer import TrainError
-    if not args.tokens:
-        return _fail(f"`hiergen train {args.model}` needs --tokens DIR (made by `hiergen tokenize`)")
-    kinds = list(Kind) if args.model == "all" else [Kind(args.model)]
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    overrides = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "fixed_rate": args.fixed_rate,
-                 "text_dropout": args.text_dropout, "init_from": args.init, "weights": args.weights,
-                 "backbone_lr": args.backbone_lr, "schedule": args.schedule, "ckpt_every": args.ckpt_every,
-                 "ckpt_minutes": args.ckpt_minutes, "probe_every": args.probe_every,
-                 "probe_prompts": args.probe_prompts, "pretrained_backbone": False if args.random_backbone else None}
-    try:
-        train_models(args.tokens, args.out, kinds, overrides, seed=args.seed, restart=args.restart,
-                     backbone=args.backbone, frozen=args.frozen, vqvae=args.vqvae)
-    except (TrainError, ValueError, OSError) as e:
-        return _fail(str(e))
-    return 0
-
-
-def cmd_tokenize(args) -> int:
-    if (msg := _needs_torch()):
-        return _fail(msg)
-    check_threads(args.threads)
-    if not 1 <= args.jobs <= 4 * (__import__("os").cpu_count() or 1):
-        return _fail(f"--jobs must be 1 to 4 x the cores, got {args.jobs}")
-    from hiergen.training import commands
-    return commands.cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out, threads=args.threads,
-                                  jobs=args.jobs)
-
-
-def cmd_vqvae_quality(args) -> int:
-    if (msg := _needs_torch()):
-        return _fail(msg)
-    from hiergen.training import commands
-    return commands.cmd_vqvae_quality(vqvae=args.vqvae, n_frames=args.n_frames, json_path=args.json,
-                                      data=args.data, textured=args.textured)
-
-
-def check_threads(threads: int | None) -> None:
-    """1 .. 4 x the cores: more only adds contention (one run at --threads 1000 started 11,000 threads)."""
-    import os
-
-    from hiergen.runtime.options import OptionError
-    most = 4 * (os.cpu_count() or 1)
-    if threads is not None and not 1 <= threads <= most:
-        raise OptionError(f"--threads must be 1 to {most} (4 x this machine's {most // 4} cores), got {threads}")
-
-
-def read_prompts(path: str) -> list[str]:
-    """One prompt per line; blank lines and lines starting with # are skipped."""
-    from hiergen.runtime.pipeline import PromptError
-    try:
-        lines = Path(path).read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise PromptError(f"cannot read --prompts {path}: {getattr(e, 'strerror', None) or e}") from None
-    prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-    if not prompts:
-        raise PromptError(f"--prompts {path} holds no prompt: write one per line")
-    return prompts
-
-
-def _jobs(args) -> list[tuple[str, list[str]]]:
-    """(prompt, output files) per video: -o FILE for one prompt, or --prompts FILE into --out DIR."""
-    import re
-
-    from hiergen.runtime.options import OptionError
-    if bool(args.prompt) == bool(args.prompts):
-        raise OptionError("give one prompt (hiergen generate a small red circle moves left slowly -o out.mp4) "
-                          "or --prompts FILE --out DIR, not both and not neither")
-    if args.prompts:
-        if not args.out:
-            raise OptionError("--prompts FILE needs --out DIR for the videos")
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        prompts = read_prompts(args.prompts)
-        ext = Path(args.output).suffix if args.output else ".mp4"
-        stems = [f"{i + 1:03d}-{re.sub(r'[^a-z0-9]+', '-', p.lower()).strip('-')[:60]}" for i, p in enumerate(prompts)]
-        mains = [str(Path(args.out) / f"{stem}{ext}") for stem in stems]
-    else:
-        if args.out:
-            raise OptionError("--out DIR goes with --prompts FILE; for one prompt use -o FILE")
-        prompts, mains = [" ".join(args.prompt)], [args.output or "out.mp4"]
-    jobs = []
-    for prompt, main in zip(prompts, mains):
-        outs = [main] + [str(Path(main).with_suffix(e)) for e, on in ((".gif", args.gif), (".png", args.sheet)) if on]
-        jobs.append((prompt, list(dict.fromkeys(outs))))       # -o x.png --sheet: the sheet is written once
-    return jobs
-
-
-def _generate_and_save(args, load) -> int:
-    """Shared by `generate` (ONNX Runtime) and `reference` (PyTorch): check everything, load, generate, write."""
-    import json
-    import warnings
-
-    from hiergen.progress import Progress
-    from hiergen.runtime.options import GenerationOptions, OptionError
-    from hiergen.runtime.pipeline import check_prompt, read_user_images
-    from hiergen.runtime.video import check_output
-    from hiergen.tokenizer import TextTokenizer
-
-    opts = GenerationOptions(frames=args.frames, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
-                             top_p=args.top_p, strict=args.strict)
-    check_threads(args.threads)
-    if args.fps is not None and not 0 < args.fps <= 240:
-        raise OptionError(f"--fps must be above 0 and at most 240, got {args.fps}")
-    jobs = _jobs(args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # unknown words are reported once, by generate below
-        for prompt, outs in jobs:
-            check_prompt(prompt, TextTokenizer.default(), args.strict)
-            for out in outs:
-                check_output(out)
-    read_user_images(args.frames, args.init_image, args.keyframes)      # bad images fail before the load
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    pipe = load()
-    bars: list[Progress] = []
-
-    def progress(stage: str, n: int):
-        if bars:
-            bars[-1].close()
-        bars.append(Progress(n, f"{stage:>9}", unit="tok", enabled=not args.quiet))
-        return bars[-1].update
-    report = []
-    for prompt, outs in jobs:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            video = pipe.generate(prompt, progress=progress, init_image=args.init_image, keyframes=args.keyframes,
-                                  options=opts)
-        if bars:
-            bars.pop().close()
-        for w in caught:
-            print(f"warning: {w.message}", file=sys.stderr)
-        fps = args.fps or video.fps
-        for out in outs:
-            video.save(out, fps=fps)
-            say(f"wrote {out}")
-        t = video.result.timings
-        say(f"{len(video.frames)} frames at {fps:g} fps in {sum(t.values()):.1f} s ("
-            + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + ")")
-        report.append({"prompt": video.prompt, "files": outs, "frames": len(video.frames), "fps": fps,
-                       "height": int(video.frames.shape[1]), "width": int(video.frames.shape[2]),
-                       "seed": opts.seed, "seconds": {k: round(v, 4) for k, v in t.items()}})
-    if args.json:
-        print(json.dumps(report[0] if len(report) == 1 and not args.prompts else report, indent=2))
-    return 0
-
-
-def cmd_generate(args) -> int:
-    import logging
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-
-    def load():
-        from hiergen.runtime.pipeline import Pipeline
-        return Pipeline.load(args.model, backend=args.backend, threads=args.threads)
-    return _generate_and_save(args, load)
-
-
-def cmd_reference(args) -> int:
-    if (msg := _needs_torch()):
-        return _fail(msg)
-
-    def load():
-        import torch
-        from hiergen.training.generate import ReferencePipeline
-        torch.set_num_threads(args.threads)
-        return ReferencePipeline.load(args.checkpoints, args.vqvae)
-    return _generate_and_save(args, load)
-
-
-def cmd_bench(args) -> int:
+def run(command: str, args) -> int:
+    import importlib
     import importlib.util
 
-    from hiergen.runtime.backend import BackendError, providers_for
-    from hiergen.runtime.package import PackageError
-    from hiergen.runtime.video import VideoError, check_writable
-    from hiergen.tools import bench
-
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    check_threads(args.threads)
-    if args.runs < 1:
-        return _fail(f"--runs needs at least 1 timed video per backend, got {args.runs}")
-    if args.rounds < 1:
-        return _fail(f"--rounds needs at least 1 round, got {args.rounds}")
-    try:
-        for out in (args.json, args.markdown):
-            if out:
-                check_writable(out)
-        for b in backends:
-            if b == "torch":
-                if importlib.util.find_spec("torch") is None:
-                    raise BackendError("backend 'torch' (the PyTorch reference) needs pip install 'hiergen[train]'")
-                missing = [p for p in (args.vqvae, *(f"{args.checkpoints}/{k}.safetensors"
-                                                     for k in ("t2i", "keyframe", "interp"))) if not Path(p).is_file()]
-                if missing:
-                    raise BackendError(f"the PyTorch reference needs {', '.join(missing)}: pass --checkpoints/--vqvae "
-                                       "or drop torch from --backends")
-            else:
-                providers_for(b)
-        result = bench.bench(args.model, backends, args.checkpoints, args.vqvae, args.runs, args.frames,
-                             " ".join(args.prompt), args.seed, args.threads, rss=not args.no_rss,
-                             rounds=args.rounds)
-    except (BackendError, PackageError, VideoError, RuntimeError) as e:
-        return _fail(str(e))
-    text = bench.markdown(result)
-    print(text)
-    from hiergen.fileio import write_json, write_text
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
-    if args.markdown:
-        write_text(args.markdown, text)
-        print(f"wrote {args.markdown}")
-    return 0
-
-
-def cmd_export(args) -> int:
-    if (msg := _needs_torch()):
-        return _fail(msg)
-    from hiergen.export.commands import cmd_export as run
-    return run(args.checkpoints, args.vqvae, args.out, args.force, args.keyframe, args.keyframe_rate)
-
-
-def cmd_check(args) -> int:
-    import json
-
-    from hiergen.runtime.check import check_package
-    report = check_package(args.path, onnx_checker=False if args.no_onnx_checker else None)
-    if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "manifest"}, indent=2))
-    else:
-        skipped = "" if "onnx checker" in report["checks"] else " (ONNX checker skipped: pip install onnx to run it)"
-        print(f"{args.path}: ok ({report['format']} v{report['format_version']}, {report['fragments']} fragments; "
-              f"checked: {', '.join(report['checks'])}){skipped}")
-    return 0
+    module, _, function = COMMANDS[command].partition(":")
+    if module.startswith(NEEDS_TORCH) and importlib.util.find_spec("torch") is None:
+        return _fail(f"`hiergen {command}` needs PyTorch: install the training extra with "
+                     "`pip install 'hiergen[train]'` (or `make setup`)")
+    return getattr(importlib.import_module(module), function)(args)
 
 
 # ---------------------------------------------------------------- parser
@@ -444,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "providers, PyTorch (if installed), GPUs, and whether CUDA and TensorRT load.",
                        epilog="examples:\n  hiergen info\n  hiergen info --json > machine.json")
     s.add_argument("--json", action="store_true", help="print the same facts as JSON")
-    s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("synth", help="render captioned synthetic clips: one preview or a whole dataset",
                        formatter_class=_Formatter,
@@ -465,7 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", type=int, default=4, help="enlarge the preview by this factor, nearest neighbour (default 4)")
     s.add_argument("--textured", action="store_true", help="textured dark background instead of a plain one")
     s.add_argument("--force", action="store_true", help="replace an existing dataset folder")
-    s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("import-videos", help="turn your own captioned videos into a training dataset",
                        formatter_class=_Formatter,
@@ -480,7 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
     s.add_argument("--strict", action="store_true", help="skip videos whose caption is not in the caption grammar")
     s.add_argument("--force", action="store_true", help="replace an existing dataset folder at --out")
-    s.set_defaults(func=cmd_import_videos)
 
     s = sub.add_parser("eval", help="score clips, or videos a model generates, against their captions",
                        formatter_class=_Formatter,
@@ -516,7 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the report as JSON here")
     s.add_argument("--plot", help="write the accuracy-by-frame plot (PNG) here")
     s.add_argument("--markdown", help="write the table as markdown here")
-    s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("train", help="train the tokenizer (vqvae) or the transformers (t2i, keyframe, interp, all)",
                        formatter_class=_Formatter,
@@ -590,7 +265,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transformers: also a resume point after this many minutes (default 5)")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="vqvae: training precision; auto uses bf16 where the hardware has it")
-    s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("tokenize", help="encode a dataset into token shards for transformer training",
                        formatter_class=_Formatter,
@@ -606,7 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1,
                    help="worker processes of one thread each (default 1); on an idle machine one per core is "
                         "fastest: the small convolutions gain little from threads")
-    s.set_defaults(func=cmd_tokenize)
 
     s = sub.add_parser("generate", help="generate a video from a prompt with a model package (ONNX Runtime, no torch)",
                        formatter_class=_Formatter,
@@ -626,7 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime intra-op threads (default: all cores; on the CPU, decode steps of fewer than 8 "
                         "sequences run on one thread, which is faster for them)")
-    s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("bench", help="time every stage and backend in one run, against the PyTorch reference",
                        formatter_class=_Formatter,
@@ -659,7 +331,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the full result as JSON here")
     s.add_argument("--markdown", help="write the tables as markdown here")
     s.add_argument("--no-rss", action="store_true", help="skip the extra `hiergen generate` run for peak memory")
-    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("reference", help="generate a video with the PyTorch reference generator (checkpoints)",
                        formatter_class=_Formatter,
@@ -670,7 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_options(s)
     _add_checkpoint_options(s)
     s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1: fastest for decode steps)")
-    s.set_defaults(func=cmd_reference)
 
     s = sub.add_parser("export", help="export the trained models as an ONNX model package (manifest + fragments)",
                        formatter_class=_Formatter,
@@ -690,7 +360,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keyframe-rate", type=int, choices=(1, 2, 4, 8, 16), metavar="FPS",
                    help="make every prompt's keyframes at this one rate (the plan's default picks it by the speed "
                         "word): for a keyframe model trained with --fixed-rate FPS, the one-rate ablation")
-    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("check", help="validate a model package: manifest, hashes, ONNX Runtime load, ONNX checker",
                        formatter_class=_Formatter,
@@ -704,7 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.add_argument("--no-onnx-checker", action="store_true",
                    help="skip the ONNX checker even where onnx is installed (faster)")
-    s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("vqvae-quality", help="PSNR, codebook usage and perplexity of the tokenizer on held-out frames",
                        formatter_class=_Formatter,
@@ -716,18 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="also write the result here")
     s.add_argument("--data", help="take held-out frames from this dataset instead of rendering them")
     s.add_argument("--textured", action="store_true", help="measure on textured backgrounds")
-    s.set_defaults(func=cmd_vqvae_quality)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if not args.command:
         parser.print_help()
         return 0
     try:
-        return args.func(args)
+        return run(args.command, args)
     except HiergenError as e:
         return _fail(str(e))
     except KeyboardInterrupt:

@@ -173,7 +173,7 @@ def video_records(folder: str | os.PathLike, index_jsonl: str | os.PathLike, siz
     Unreadable or corrupt videos are skipped with a warning that names them, so
     one bad file never ends a long import.
     """
-    from hiergen.runtime.video import VideoError, read_video
+    from hiergen.video import VideoError, read_video
 
     folder, index_jsonl = Path(folder), Path(index_jsonl)
     if not folder.is_dir():

@@ -15,3 +15,7 @@ EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
 class HiergenError(Exception):
     """A problem the user can fix; the message says how."""
+
+
+class UsageError(HiergenError, ValueError):
+    """Command-line options that are missing or do not go together."""

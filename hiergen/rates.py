@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hiergen.errors import UsageError
+
 RATES = (1, 2, 4, 8, 16)   # frames per second; one text token each
 NATIVE_FPS = 16
 WINDOW = 5
@@ -24,7 +26,7 @@ WINDOW = 5
 
 def stride(rate: int, native_fps: int = NATIVE_FPS) -> int:
     if rate not in RATES or native_fps % rate:
-        raise ValueError(f"unknown frame rate {rate!r}; choose one of {', '.join(map(str, RATES))} fps")
+        raise UsageError(f"unknown frame rate {rate!r}; choose one of {', '.join(map(str, RATES))} fps")
     return native_fps // rate
 
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from hiergen.clip import Clip
+from hiergen.errors import UsageError
 from hiergen.rates import NATIVE_FPS
 from hiergen.captions import COLOURS, DIRECTION_VECTORS, Caption, all_captions, parse
 
@@ -31,7 +32,7 @@ _SUPERSAMPLE = 4                                # polygons are drawn at 4x and a
 
 def check_size(size: int) -> int:
     if not isinstance(size, (int, np.integer)) or not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"frame size {size!r} is out of range: use {MIN_SIZE} to {MAX_SIZE} pixels (default 64)")
+        raise UsageError(f"frame size {size!r} is out of range: use {MIN_SIZE} to {MAX_SIZE} pixels (default 64)")
     return int(size)
 
 
@@ -160,7 +161,7 @@ def _caption_pool(train: bool) -> list[Caption]:
 def seeds_for_split(split: str, n: int, start: int = 0) -> list[int]:
     """The first n seeds >= start that belong to `split`."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise UsageError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     out, s = [], start
     while len(out) < n:
         if split_of(s) == split:

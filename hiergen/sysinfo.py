@@ -34,7 +34,7 @@ def collect() -> dict:
     import onnxruntime as ort
 
     from hiergen import __version__
-    from hiergen.runtime.video import mp4_encoder
+    from hiergen.video import mp4_encoder
 
     providers = ort.get_available_providers()
     gpus = _gpus()

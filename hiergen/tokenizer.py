@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hiergen.captions import MAX_WORDS, VOCABULARY, unknown_words
+from hiergen.errors import UsageError
 from hiergen.rates import RATES
 
 PAD, UNK, BOI = "<pad>", "<unk>", "<boi>"
@@ -53,10 +54,10 @@ class TextTokenizer:
     def encode(self, text: str, rate: int, drop_text: bool = False) -> list[int]:
         """Ids of `[rate] words... [boi]`; unknown words map to <unk>. drop_text gives the text-free prompt."""
         if rate_token(rate) not in self.vocab:
-            raise ValueError(f"unknown frame rate {rate}; the model knows {', '.join(map(str, self.rates))} fps")
+            raise UsageError(f"unknown frame rate {rate}; the model knows {', '.join(map(str, self.rates))} fps")
         words = [] if drop_text else text.lower().split()
         if len(words) > self.max_words:
-            raise ValueError(f"prompt has {len(words)} words; the model reads at most {self.max_words}: "
+            raise UsageError(f"prompt has {len(words)} words; the model reads at most {self.max_words}: "
                              "shorten it to 'a <size> <colour> <shape> <motion> [<speed>]'")
         index = {t: i for i, t in enumerate(self.vocab)}
         ids = [index.get(w, index[UNK]) for w in words]

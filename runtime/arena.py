@@ -41,11 +41,13 @@ import ctypes.util
 import functools
 import glob
 import os
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
+from hiergen.runtime.manifest import Manifest
 from hiergen.windows import layouts
 
 HOST_TO_DEVICE, DEVICE_TO_DEVICE = 1, 3      # cudaMemcpyKind
@@ -115,23 +117,58 @@ def _runs(slots: np.ndarray, src: np.ndarray | None = None) -> list[tuple[int, i
     return out
 
 
+@dataclass(frozen=True)
+class CacheSpec:
+    """What an arena needs to know of one transformer's graphs, read from the manifest (CacheSpec.of):
+    the step graph's cache pairs and past shapes, the decode graph's tensor names and window-local blocks."""
+    text_len: int
+    grid: int
+    n_frames: int
+    window: int
+    image_vocab: int
+    tokens_name: str
+    codes_name: str
+    logits_name: str
+    pairs: tuple[tuple[str, str], ...]             # (past input, new output) per cache tensor
+    frame_local: frozenset[str]                    # past inputs holding one frame's block
+    window_local: dict[str, int]                   # decode graph: past input -> layer parity of its window block
+    past_shapes: dict[str, tuple]                  # step graph's past inputs, with symbolic "batch"
+    window_shapes: dict[str, tuple]                # decode graph's window-block inputs
+    new_shape: tuple                               # one new key/value output
+
+    @classmethod
+    def of(cls, manifest: Manifest, model: str) -> "CacheSpec":
+        step = manifest.fragment(model, "step")
+        decode = manifest.fragments[step.decode] if step.decode else step
+        cfg, kv = manifest.model_config, step.kv_cache
+        shapes = {t.name: t.shape for t in step.inputs + step.outputs}
+        window_local = dict(decode.kv_cache.window_local)
+        return cls(text_len=cfg.text_len, grid=cfg.grid, n_frames=cfg.n_frames, window=cfg.window,
+                   image_vocab=cfg.image_vocab, tokens_name=step.inputs[0].name, codes_name=step.inputs[1].name,
+                   logits_name=step.outputs[0].name, pairs=kv.pairs, frame_local=frozenset(kv.frame_local),
+                   window_local=window_local, past_shapes={p: shapes[p] for p in kv.past_names},
+                   window_shapes={t.name: t.shape for t in decode.inputs if t.name in window_local},
+                   new_shape=shapes[kv.pairs[0][1]])
+
+
 class _Layout:
     """Slot bookkeeping shared by both arenas: which pairs are frame-local, and where a code lands."""
 
     def __init__(self, model, batch: int):
         self.model, self.batch, self.written = model, batch, False
-        self.L, self.P = model.text_len, model.grid * model.grid
-        self.n_blocks = model.n_frames
-        self.local = [i for i, (past, _) in enumerate(model.pairs) if past in model.frame_local]
+        self.spec = spec = model.cache_spec
+        self.L, self.P = spec.text_len, spec.grid * spec.grid
+        self.n_blocks = spec.n_frames
+        self.local = [i for i, (past, _) in enumerate(spec.pairs) if past in spec.frame_local]
         self.frame = 0                                  # the block bound to the frame-local inputs
-        wl = getattr(model, "window_local", {})
-        self.windowed = {i: wl[past] for i, (past, _) in enumerate(model.pairs) if past in wl}   # pair -> parity
+        wl = spec.window_local
+        self.windowed = {i: wl[past] for i, (past, _) in enumerate(spec.pairs) if past in wl}   # pair -> parity
         # sequence tensors: the plain ones first, then each parity's window-local ones together, so that a
         # parity's new keys/values are one slice of a step's outputs
-        self.seq = sorted((i for i in range(len(model.pairs)) if i not in self.local),
+        self.seq = sorted((i for i in range(len(spec.pairs)) if i not in self.local),
                           key=lambda i: self.windowed.get(i, -1))
         self.n_plain = sum(i not in self.windowed for i in self.seq)
-        self.layouts = layouts(self.L, model.grid, self.n_blocks, model.window) if self.windowed else ()
+        self.layouts = layouts(self.L, spec.grid, self.n_blocks, spec.window) if self.windowed else ()
         self.window = [0, 0]                            # the block bound per layer parity
         # per parity: (window, block slot) of every code, as lists for a decode step's scalar lookups
         self._place = [tuple(a.tolist() for a in lay.place(np.arange(lay.seq_len))) for lay in self.layouts]
@@ -193,7 +230,7 @@ class _Layout:
 
     def full(self, seq: list[np.ndarray], blocks: list[list[np.ndarray]]) -> np.ndarray:
         """(n_pairs, B, H, seq_len, hd): every pair in sequence layout (frame-local blocks reassembled)."""
-        out = [None] * len(self.model.pairs)
+        out = [None] * len(self.spec.pairs)
         for i, arr in zip(self.seq, seq):
             out[i] = arr
         for i, per_frame in zip(self.local, blocks):
@@ -209,30 +246,31 @@ class HostArena(_Layout):
 
     def __init__(self, model, batch: int, sess: ort.InferenceSession | None = None):
         super().__init__(model, batch)
-        self.sess = sess or model.decode             # the decode graph's session these buffers are bound to
-        shapes = [_shape(model.past_shapes[past], batch) for past, _ in model.pairs]
-        new = _shape(model.new_shape, batch)
+        spec = self.spec
+        self.sess = sess or model.decode_sess             # the decode graph's session these buffers are bound to
+        shapes = [_shape(spec.past_shapes[past], batch) for past, _ in spec.pairs]
+        new = _shape(spec.new_shape, batch)
         self.kv = np.zeros((len(self.seq), *(shapes[self.seq[0]] if self.seq else new)), np.float32)  # may be empty
         self.blocks = np.zeros((len(self.local), self.n_blocks, *(shapes[self.local[0]] if self.local else new)),
                                np.float32)
         self.new_seq = np.zeros((len(self.seq), *new), np.float32)
         self.new_local = np.zeros((len(self.local), *new), np.float32)
-        self.logits = np.zeros((batch, 1, model.image_vocab), np.float32)
+        self.logits = np.zeros((batch, 1, spec.image_vocab), np.float32)
         self.tokens = np.zeros((batch, 1), np.int64)
         self.codes = np.zeros((batch, 1), np.int64)
         io = self.sess.io_binding()
-        for arr, name in ((self.tokens, model.tokens_name), (self.codes, model.codes_name)):
+        for arr, name in ((self.tokens, spec.tokens_name), (self.codes, spec.codes_name)):
             _bind_host(io.bind_input, name, arr)
-        _bind_host(io.bind_output, model.logits_name, self.logits)
+        _bind_host(io.bind_output, spec.logits_name, self.logits)
         for j, i in enumerate(self.seq):
             if i not in self.windowed:
-                _bind_host(io.bind_input, model.pairs[i][0], self.kv[j])
-            _bind_host(io.bind_output, model.pairs[i][1], self.new_seq[j])
+                _bind_host(io.bind_input, spec.pairs[i][0], self.kv[j])
+            _bind_host(io.bind_output, spec.pairs[i][1], self.new_seq[j])
         for j, i in enumerate(self.local):
-            _bind_host(io.bind_output, model.pairs[i][1], self.new_local[j])
+            _bind_host(io.bind_output, spec.pairs[i][1], self.new_local[j])
         # window blocks per layer parity, one array for its pairs: (n_pairs, n_windows, B, H, block_len, hd)
         self.wblocks = [np.zeros((len(pairs), lay.n_windows,
-                                  *_shape(model.window_shapes[model.pairs[pairs[0]][0]], batch)), np.float32)
+                                  *_shape(spec.window_shapes[spec.pairs[pairs[0]][0]], batch)), np.float32)
                         for lay, pairs in zip(self.layouts, self.wpairs)]
         # each parity's window-local pairs as a slice of the sequence tensors (contiguous: see _Layout)
         starts = [self.seq.index(pairs[0]) for pairs in self.wpairs]
@@ -249,12 +287,12 @@ class HostArena(_Layout):
 
     def _bind_frame(self, f: int) -> None:
         for j, i in enumerate(self.local):
-            _bind_host(self.io.bind_input, self.model.pairs[i][0], self.blocks[j, f])
+            _bind_host(self.io.bind_input, self.spec.pairs[i][0], self.blocks[j, f])
         self.frame = f
 
     def _bind_window(self, parity: int, w: int) -> None:
         for k, i in enumerate(self.wpairs[parity]):
-            self.io.bind_ortvalue_input(self.model.pairs[i][0], self.wvalues[parity][k][w])
+            self.io.bind_ortvalue_input(self.spec.pairs[i][0], self.wvalues[parity][k][w])
         self.window[parity] = w
 
     def decode(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -289,10 +327,10 @@ class HostArena(_Layout):
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """A multi-token step over the arena (a prefill into a non-empty cache); its image tokens in one frame."""
         self._sync()
-        m, f = self.model, self.frame_of(codes[0])
-        past = {m.pairs[i][0]: self.kv[j] for j, i in enumerate(self.seq)}
-        past.update({m.pairs[i][0]: self.blocks[j, f] for j, i in enumerate(self.local)})
-        return sess.run(names, {m.tokens_name: tokens, m.codes_name: codes, **past})
+        f = self.frame_of(codes[0])
+        past = {self.spec.pairs[i][0]: self.kv[j] for j, i in enumerate(self.seq)}
+        past.update({self.spec.pairs[i][0]: self.blocks[j, f] for j, i in enumerate(self.local)})
+        return sess.run(names, {self.spec.tokens_name: tokens, self.spec.codes_name: codes, **past})
 
     def store(self, slots: np.ndarray, new: list[np.ndarray]) -> None:
         """Host new keys/values of a prefill (one per pair, T on the slot axis) -> the arena at `slots`."""
@@ -331,28 +369,29 @@ class DeviceArena(_Layout):
 
     def __init__(self, model, batch: int, device: str = "cuda", device_id: int = 0, copier: Copier | None = None):
         super().__init__(model, batch)
+        spec = self.spec
         self.copier = copier or cuda_copier()
-        new = _shape(model.new_shape, batch)
+        new = _shape(spec.new_shape, batch)
         self._host = []                                                 # on "cpu" the OrtValues wrap these
 
         def zeros(past: str):
-            self._host.append(np.zeros(_shape(model.past_shapes[past], batch), np.float32))
+            self._host.append(np.zeros(_shape(spec.past_shapes[past], batch), np.float32))
             return ort.OrtValue.ortvalue_from_numpy(self._host[-1], device, device_id)
-        self.kv = [zeros(model.pairs[i][0]) for i in self.seq]
-        self.blocks = [[zeros(model.pairs[i][0]) for _ in range(self.n_blocks)] for i in self.local]
+        self.kv = [zeros(spec.pairs[i][0]) for i in self.seq]
+        self.blocks = [[zeros(spec.pairs[i][0]) for _ in range(self.n_blocks)] for i in self.local]
         self.new = [ort.OrtValue.ortvalue_from_shape_and_type(new, np.float32, device, device_id)
-                    for _ in model.pairs]
-        self.logits = np.zeros((batch, 1, model.image_vocab), np.float32)
-        io = model.decode.io_binding()
-        _bind_host(io.bind_output, model.logits_name, self.logits)          # logits come back to the host
+                    for _ in spec.pairs]
+        self.logits = np.zeros((batch, 1, spec.image_vocab), np.float32)
+        io = model.decode_sess.io_binding()
+        _bind_host(io.bind_output, spec.logits_name, self.logits)          # logits come back to the host
         for j, i in enumerate(self.seq):
             if i not in self.windowed:
-                io.bind_ortvalue_input(model.pairs[i][0], self.kv[j])
-        for (_, new_name), nv in zip(model.pairs, self.new):
+                io.bind_ortvalue_input(spec.pairs[i][0], self.kv[j])
+        for (_, new_name), nv in zip(spec.pairs, self.new):
             io.bind_ortvalue_output(new_name, nv)
         self.wblocks = {}                                   # window-local pairs: one block per window
         for i, p in self.windowed.items():
-            shape = _shape(model.window_shapes[model.pairs[i][0]], batch)
+            shape = _shape(spec.window_shapes[spec.pairs[i][0]], batch)
             self._host += [np.zeros(shape, np.float32) for _ in range(self.layouts[p].n_windows)]
             self.wblocks[i] = [ort.OrtValue.ortvalue_from_numpy(h, device, device_id)
                                for h in self._host[-self.layouts[p].n_windows:]]
@@ -362,18 +401,18 @@ class DeviceArena(_Layout):
             self._bind_window(parity, 0)
         self.rows = new[0] * new[1]                         # B * n_head: one row per (sequence, head)
         self.item = new[3] * 4                              # bytes of one slot (head_dim floats)
-        self.n_slots = {i: model.past_shapes[model.pairs[i][0]][2] for i in range(len(model.pairs))}
+        self.n_slots = {i: spec.past_shapes[spec.pairs[i][0]][2] for i in range(len(spec.pairs))}
         self.window_slots = self.layouts[0].block_len if self.layouts else 0
 
     def _bind_frame(self, f: int) -> None:
         for j, i in enumerate(self.local):
-            self.io.bind_ortvalue_input(self.model.pairs[i][0], self.blocks[j][f])
+            self.io.bind_ortvalue_input(self.spec.pairs[i][0], self.blocks[j][f])
         self.frame = f
 
     def _bind_window(self, parity: int, w: int) -> None:
         for i, p in self.windowed.items():
             if p == parity:
-                self.io.bind_ortvalue_input(self.model.pairs[i][0], self.wblocks[i][w])
+                self.io.bind_ortvalue_input(self.spec.pairs[i][0], self.wblocks[i][w])
         self.window[parity] = w
 
     def _copy(self, i: int, dst, slot: int, src: int, src_slot: int, src_slots: int, n: int, kind: int,
@@ -388,9 +427,9 @@ class DeviceArena(_Layout):
         code = int(codes[0, 0])
         f, slot = self._decode_at(code)
         wins = self._windows_at(code) if self.windowed else ()
-        self.io.bind_cpu_input(m.tokens_name, np.ascontiguousarray(tokens))   # copied up at bind time
-        self.io.bind_cpu_input(m.codes_name, np.ascontiguousarray(codes))
-        m.decode.run_with_iobinding(self.io)
+        self.io.bind_cpu_input(self.spec.tokens_name, np.ascontiguousarray(tokens))   # copied up at bind time
+        self.io.bind_cpu_input(self.spec.codes_name, np.ascontiguousarray(codes))
+        m.decode_sess.run_with_iobinding(self.io)
         self.io.synchronize_outputs()
         self.written = True
         for j, i in enumerate(self.seq):
@@ -404,14 +443,14 @@ class DeviceArena(_Layout):
 
     def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """A multi-token step over the arena (a prefill into a non-empty cache): outputs come back to the host."""
-        m, f = self.model, self.frame_of(codes[0])
+        f = self.frame_of(codes[0])
         io = sess.io_binding()
-        io.bind_cpu_input(m.tokens_name, np.ascontiguousarray(tokens))
-        io.bind_cpu_input(m.codes_name, np.ascontiguousarray(codes))
+        io.bind_cpu_input(self.spec.tokens_name, np.ascontiguousarray(tokens))
+        io.bind_cpu_input(self.spec.codes_name, np.ascontiguousarray(codes))
         for j, i in enumerate(self.seq):
-            io.bind_ortvalue_input(m.pairs[i][0], self.kv[j])
+            io.bind_ortvalue_input(self.spec.pairs[i][0], self.kv[j])
         for j, i in enumerate(self.local):
-            io.bind_ortvalue_input(m.pairs[i][0], self.blocks[j][f])
+            io.bind_ortvalue_input(self.spec.pairs[i][0], self.blocks[j][f])
         for n in names:
             io.bind_output(n, "cpu")
         sess.run_with_iobinding(io)

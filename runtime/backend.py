@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from hiergen.errors import HiergenError
-from hiergen.runtime.arena import DeviceArena, HostArena
+from hiergen.runtime.arena import CacheSpec, DeviceArena, HostArena
 from hiergen.runtime.manifest import FragmentSpec, Manifest
 
 log = logging.getLogger("hiergen")
@@ -72,32 +72,23 @@ class OrtStepModel:
         self.name = spec.name
         self.sess = session(pkg, spec, providers, threads)
         pre = spec.prefill
-        self.prefill = session(pkg, manifest.fragments[pre], providers, threads) if pre else None
+        self.prefill_sess = session(pkg, manifest.fragments[pre], providers, threads) if pre else None
         dec = spec.decode                 # the step graph at new_tokens = 1, fewer nodes: what the arenas bind
-        self.decode = session(pkg, manifest.fragments[dec], providers, threads) if dec else self.sess
+        self.decode_sess = session(pkg, manifest.fragments[dec], providers, threads) if dec else self.sess
         dec_spec = manifest.fragments[dec] if dec else spec
         # The arena lives where the graph runs: host memory for the CPU provider, device memory otherwise.
-        self.on_device = self.decode.get_providers()[0] != "CPUExecutionProvider"
+        self.on_device = self.decode_sess.get_providers()[0] != "CPUExecutionProvider"
         # small CPU decode steps run on one intra-op thread, each batch size on its own session (decode_session)
         self._single = None if self.on_device or threads == 1 else (lambda: session(pkg, dec_spec, providers, 1))
         self._by_batch: dict[int, ort.InferenceSession] = {}
-        # past inputs the decode graph reads as Swin-window blocks (hiergen/windows.py) -> layer parity
-        self.window_local = dict(dec_spec.kv_cache.window_local)
-        self.window_shapes = {t.name: list(t.shape) for t in dec_spec.inputs if t.name in self.window_local}
-        self.window = cfg.window
-        self.tokens_name, self.codes_name = spec.inputs[0].name, spec.inputs[1].name
-        self.logits_name = spec.outputs[0].name
-        self.pairs = list(spec.kv_cache.pairs)
+        # what the arenas read of the graphs: cache pairs, shapes, names, frame- and window-local blocks
+        self.cache_spec = spec_ = CacheSpec.of(manifest, model)
         if spec.kv_cache.slot_axis != 2:
             raise BackendError(f"{spec.name}: the arenas hold caches as (batch, heads, slots, head_dim); "
                                "this package puts slots elsewhere: re-export it with this hiergen")
-        self.frame_local = set(spec.kv_cache.frame_local)
-        shapes = {t.name: list(t.shape) for t in spec.inputs + spec.outputs}
-        self.past_shapes = {past: shapes[past] for past, _ in self.pairs}
-        self.new_shape = shapes[self.pairs[0][1]]
+        self.tokens_name, self.codes_name, self.logits_name = spec_.tokens_name, spec_.codes_name, spec_.logits_name
         self.new_names = spec.kv_cache.new_names
         self.text_len, self.grid, self.image_vocab = cfg.text_len, cfg.grid, cfg.image_vocab
-        self.n_frames = cfg.n_frames
 
     def new_cache(self, batch: int) -> HostArena | DeviceArena:
         return DeviceArena(self, batch) if self.on_device else HostArena(self, batch, self.decode_session(batch))
@@ -109,22 +100,33 @@ class OrtStepModel:
         steps"): small steps run faster on one thread than split over two, and a batch-4 step 12-17%
         faster on a session of its own than on one that also runs batch 2."""
         if batch >= SINGLE_THREAD_BELOW or self._single is None:
-            return self.decode
+            return self.decode_sess
         with _LOCK:                                     # pipelines may be shared by threads
             if batch not in self._by_batch:
                 self._by_batch[batch] = self._single()
             return self._by_batch[batch]
 
-    def step(self, tokens: np.ndarray, codes: np.ndarray, cache: HostArena | DeviceArena) -> np.ndarray:
-        """Logits (B, T, V); a decode step's live in the arena until the next step."""
-        if tokens.shape == (cache.batch, 1) and codes[0, 0] >= self.text_len:     # the decode graph: image tokens
-            return cache.decode(tokens, codes)
+    def prefill(self, tokens: np.ndarray, codes: np.ndarray, cache: HostArena | DeviceArena) -> np.ndarray:
+        """Logits (B, T, V) of a prefix (text, given frames) written into an empty arena: the prefill graph."""
+        if cache.written or self.prefill_sess is None:
+            return self.step(tokens, codes, cache)
         names = [self.logits_name, *self.new_names]
-        if not cache.written and self.prefill is not None:
-            out = self.prefill.run(names, {self.tokens_name: tokens, self.codes_name: codes})
-        else:
-            out = cache.run_past(self.sess, tokens, codes, names)
+        out = self.prefill_sess.run(names, {self.tokens_name: tokens, self.codes_name: codes})
         cache.store(codes[0], out[1:])          # every sequence of a step writes the same slots
+        return out[0]
+
+    def decode(self, tokens: np.ndarray, codes: np.ndarray, cache: HostArena | DeviceArena) -> np.ndarray:
+        """Logits (B, 1, V) of one image token per sequence: the decode graph on the bound arena (they live
+        in the arena until the next step)."""
+        return cache.decode(tokens, codes)
+
+    def step(self, tokens: np.ndarray, codes: np.ndarray, cache: HostArena | DeviceArena) -> np.ndarray:
+        """Logits (B, T, V) of any new tokens: the prefill graph into an empty arena, else the step graph
+        through the caches (the general path; generation uses prefill and decode)."""
+        if not cache.written and self.prefill_sess is not None:
+            return self.prefill(tokens, codes, cache)
+        out = cache.run_past(self.sess, tokens, codes, [self.logits_name, *self.new_names])
+        cache.store(codes[0], out[1:])
         return out[0]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass
 
 from hiergen.errors import HiergenError
@@ -20,6 +21,14 @@ SEED_MAX = 2 ** 64 - 1        # the sampler's generator works modulo 2**64: larg
 
 class OptionError(HiergenError, ValueError):
     """A generation option out of range or of the wrong type; the message names the allowed values."""
+
+
+def check_threads(threads: int | None) -> None:
+    """CPU threads: 1 .. 4 x the cores, or None for the library's default (one run at --threads 1000
+    started 11,000 threads)."""
+    most = 4 * (os.cpu_count() or 1)
+    if threads is not None and not (_is_int(threads) and 1 <= threads <= most):
+        raise OptionError(f"--threads must be 1 to {most} (4 x this machine's {most // 4} cores), got {threads}")
 
 
 def _is_int(x) -> bool:

@@ -14,8 +14,10 @@ and only the remaining rounds run, at the same rates and random streams.
 Backends plug in through two small interfaces and the loop never asks which
 backend it drives:
     StepModel.new_cache(batch) -> cache           preallocated, both attention channels
-    StepModel.step(tokens, codes, cache) -> logits  (B, T) int64 in, (B, T, V) float32 out;
-                                                  writes the new keys/values into cache
+    StepModel.prefill(tokens, codes, cache) -> logits   the text and given frames into an empty cache:
+                                                  (B, T) int64 in, (B, T, V) float32 out
+    StepModel.decode(tokens, codes, cache) -> logits    one image token per sequence: (B, 1) in, (B, 1, V) out
+                                                  both write the new keys/values into cache
     Codec.decode(tokens (N, g, g)) -> frames (N, H, W, 3) uint8
     Codec.encode(frames (N, H, W, 3) uint8, H = W = image_size) -> tokens (N, g, g) int64
 """
@@ -38,7 +40,8 @@ class StepModel(Protocol):
     image_vocab: int
 
     def new_cache(self, batch: int) -> Any: ...
-    def step(self, tokens: np.ndarray, codes: np.ndarray, cache: Any) -> np.ndarray: ...
+    def prefill(self, tokens: np.ndarray, codes: np.ndarray, cache: Any) -> np.ndarray: ...
+    def decode(self, tokens: np.ndarray, codes: np.ndarray, cache: Any) -> np.ndarray: ...
 
 
 class Codec(Protocol):
@@ -125,7 +128,7 @@ def fill_frames(model: StepModel, texts: np.ndarray, given: dict[int, np.ndarray
         shifted = np.concatenate([np.full((S, 1), start), toks[:, :-1]], axis=1)
         tokens.append(np.tile(shifted, (rep, 1)))
         codes.append(np.tile(slot_codes(model.text_len, model.grid, f), (B, 1)))
-    model.step(np.concatenate(tokens, 1).astype(np.int64), np.concatenate(codes, 1).astype(np.int64), cache)
+    model.prefill(np.concatenate(tokens, 1).astype(np.int64), np.concatenate(codes, 1).astype(np.int64), cache)
 
     out = {}
     for f in generate:
@@ -133,7 +136,7 @@ def fill_frames(model: StepModel, texts: np.ndarray, given: dict[int, np.ndarray
         made = np.zeros((S, P), np.int64)
         prev = np.full((S,), start, np.int64)
         for w in range(P):
-            logits = model.step(np.tile(prev, rep)[:, None], np.full((B, 1), frame_codes[w], np.int64), cache)[:, -1]
+            logits = model.decode(np.tile(prev, rep)[:, None], np.full((B, 1), frame_codes[w], np.int64), cache)[:, -1]
             if cfg_on:
                 logits = guide(logits[:S], logits[S:], guidance)
             u = uniform(opts.seed, streams, frame_codes[w])

@@ -56,7 +56,7 @@ class Video:
     def save(self, path: str | os.PathLike, scale: int = 4, fps: float | None = None) -> Path:
         """Write by extension: .mp4, .gif (both enlarged `scale` times, played at `fps`, default the
         video's own rate) or .png (contact sheet). Raises VideoError, never a bare OSError."""
-        from hiergen.runtime.video import save_video
+        from hiergen.video import save_video
         return save_video(self.frames, path, self.fps if fps is None else fps, self.prompt, scale=scale)
 
 
@@ -115,7 +115,7 @@ def read_user_images(frames: int, init_image=None, keyframes=None) -> list[np.nd
 
 def _read_image(image, label: str) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
-        from hiergen.runtime.video import VideoError, read_image
+        from hiergen.video import VideoError, read_image
         try:
             return read_image(image)
         except VideoError as e:

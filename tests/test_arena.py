@@ -29,10 +29,10 @@ def _drive(model, arena, steps=6):
     frame = np.concatenate([np.full((B, 1), model.image_vocab), rng.integers(0, model.image_vocab, (B, P - 1))], 1)
     tokens = np.concatenate([text, frame], 1).astype(np.int64)
     codes = np.tile(np.arange(L + P), (B, 1)).astype(np.int64)
-    out = [model.step(tokens, codes, arena).copy()]
+    out = [model.prefill(tokens, codes, arena).copy()]
     prev = np.full((B, 1), model.image_vocab, np.int64)
     for w in range(steps):
-        logits = model.step(prev, np.full((B, 1), L + P + w, np.int64), arena)
+        logits = model.decode(prev, np.full((B, 1), L + P + w, np.int64), arena)
         out.append(logits.copy())
         prev = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
     return out
@@ -52,7 +52,7 @@ def test_device_arena_writes_only_the_decoded_slot(keyframe):
     _drive(keyframe, dev, steps=1)
     before = dev.host_kv()
     slot = keyframe.text_len + keyframe.grid ** 2 + 1
-    keyframe.step(np.ones((1, 1), np.int64), np.full((1, 1), slot, np.int64), dev)
+    keyframe.decode(np.ones((1, 1), np.int64), np.full((1, 1), slot, np.int64), dev)
     changed = np.nonzero((dev.host_kv() != before).any(axis=(0, 1, 2, 4)))[0]
     assert changed.tolist() == [slot]
 
@@ -64,9 +64,9 @@ def test_attention_base_blocks_hold_the_text_and_one_frame_each(keyframe):
     _drive(keyframe, host, steps=steps)                 # text + frame 1 prefilled, then frame 2 decoded
     L = keyframe.text_len
     blocks = host.blocks                                # (n_local, n_frames, B, H, block_len, hd)
-    assert blocks.shape[1] == keyframe.n_frames and blocks.shape[4] == L + keyframe.grid ** 2
+    assert blocks.shape[1] == keyframe.cache_spec.n_frames and blocks.shape[4] == L + keyframe.grid ** 2
     assert np.abs(blocks[:, 0, :, :, :L]).sum() > 0
-    assert all(np.array_equal(blocks[:, 0, :, :, :L], blocks[:, f, :, :, :L]) for f in range(keyframe.n_frames))
+    assert all(np.array_equal(blocks[:, 0, :, :, :L], blocks[:, f, :, :, :L]) for f in range(keyframe.cache_spec.n_frames))
     written = np.abs(blocks[..., L:, :]).sum(axis=(0, 2, 3, 5)) > 0     # (n_frames, slots of a frame)
     assert written[0].all()                             # frame 1: the prefill
     assert written[1].tolist() == [True] * steps + [False] * (keyframe.grid ** 2 - steps)
@@ -100,13 +100,13 @@ def _interp_drive(model, arena, steps=10):
     tokens = np.concatenate([rng.integers(1, 20, (B, L))] + [
         np.concatenate([np.full((B, 1), model.image_vocab), rng.integers(0, model.image_vocab, (B, P - 1))], 1)
         for _ in range(3)], 1)
-    model.step(tokens.astype(np.int64), np.tile(codes, (B, 1)).astype(np.int64), arena)
+    model.prefill(tokens.astype(np.int64), np.tile(codes, (B, 1)).astype(np.int64), arena)
     prev, pairs = np.full((B, 1), model.image_vocab, np.int64), []
     names = [model.logits_name, *model.new_names]
     for w in range(steps):
         code = np.full((B, 1), L + P + w, np.int64)
         through_step = arena.run_past(model.sess, prev, code, names)[0]
-        logits = model.step(prev, code, arena).copy()
+        logits = model.decode(prev, code, arena).copy()
         pairs.append((logits, through_step))
         prev = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
     return pairs
@@ -117,11 +117,12 @@ def test_interp_decode_reads_window_blocks(interp):
     331): the same logits as the step graph over the whole sequence; every block holds the text and its
     window's keys/values, copied from the sequence tensor the step graph reads."""
     from hiergen.windows import layouts
-    assert set(interp.window_local.values()) == {0, 1}
-    assert all("_plus_" in past for past in interp.window_local)
-    lays = layouts(interp.text_len, interp.grid, interp.n_frames, interp.window)
-    assert all(shape[2] == lays[0].block_len < interp.past_shapes[past][2]
-               for past, shape in interp.window_shapes.items())
+    spec = interp.cache_spec
+    assert set(spec.window_local.values()) == {0, 1}
+    assert all("_plus_" in past for past in spec.window_local)
+    lays = layouts(spec.text_len, spec.grid, spec.n_frames, spec.window)
+    assert all(shape[2] == lays[0].block_len < spec.past_shapes[past][2]
+               for past, shape in spec.window_shapes.items())
     host = HostArena(interp, 2)
     for logits, through_step in _interp_drive(interp, host):
         assert np.allclose(logits, through_step, atol=1e-5)
@@ -138,7 +139,7 @@ def test_interp_decode_reads_window_blocks(interp):
 @pytest.mark.parametrize("arena", ["host", "device"])
 def test_a_decoded_text_token_lands_in_every_window_block(interp, arena):
     cache = HostArena(interp, 1) if arena == "host" else DeviceArena(interp, 1, device="cpu", copier=HostCopier())
-    interp.step(np.ones((1, 1), np.int64), np.zeros((1, 1), np.int64), cache)       # text slot 0, a decode step
+    interp.step(np.ones((1, 1), np.int64), np.zeros((1, 1), np.int64), cache)       # text slot 0, one token
     full = cache.host_kv()
     for i, blocks in cache.host_windows().items():
         assert np.abs(full[i][:, :, 0]).sum() > 0

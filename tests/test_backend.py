@@ -57,13 +57,13 @@ def test_small_cpu_decode_steps_run_on_one_intra_op_thread():
     manifest = open_package(DEFAULT_PACKAGE)
     cpu = ["CPUExecutionProvider"]
     m = OrtStepModel(DEFAULT_PACKAGE, manifest, "interp", cpu)
-    assert m.decode.get_session_options().intra_op_num_threads == 0          # ONNX Runtime's default: all cores
+    assert m.decode_sess.get_session_options().intra_op_num_threads == 0          # ONNX Runtime's default: all cores
     two, four, large = m.new_cache(2), m.new_cache(4), m.new_cache(SINGLE_THREAD_BELOW)
-    assert large.sess is m.decode and len({id(two.sess), id(four.sess), id(m.decode)}) == 3
+    assert large.sess is m.decode_sess and len({id(two.sess), id(four.sess), id(m.decode_sess)}) == 3
     assert all(a.sess.get_session_options().intra_op_num_threads == 1 for a in (two, four))
     assert m.new_cache(2).sess is two.sess                                   # made once per batch size
     one = OrtStepModel(DEFAULT_PACKAGE, manifest, "interp", cpu, threads=1)
-    assert one.new_cache(2).sess is one.new_cache(4).sess is one.decode
+    assert one.new_cache(2).sess is one.new_cache(4).sess is one.decode_sess
 
 
 def test_sessions_stop_spinning_when_a_run_returns():
@@ -74,7 +74,7 @@ def test_sessions_stop_spinning_when_a_run_returns():
     pipe = Pipeline.load(backend="cpu")
     sessions = [pipe.codec.enc, pipe.codec.dec]
     for m in pipe.models.values():
-        sessions += [m.sess, m.prefill, m.decode, m.decode_session(2)]
+        sessions += [m.sess, m.prefill_sess, m.decode_sess, m.decode_session(2)]
     for s in sessions:
         opts = s.get_session_options()
         assert opts.get_session_config_entry("session.force_spinning_stop") == "1"

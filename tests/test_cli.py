@@ -19,8 +19,8 @@ def test_help_lists_every_command_with_one_line(capsys):
 
 
 def test_base_modules_never_import_torch():
-    code = ("import sys, hiergen.cli, hiergen.synth, hiergen.data, hiergen.rates, hiergen.runtime.video, "
-            "hiergen.sysinfo, hiergen.progress, hiergen.analyze, hiergen.evaluation, hiergen.tokenizer, "
+    code = ("import sys, hiergen.cli, hiergen.synth, hiergen.data, hiergen.rates, hiergen.video, "
+            "hiergen.sysinfo, hiergen.progress, hiergen.analyze, hiergen.tools.evaluation, hiergen.tokenizer, "
             "hiergen.runtime.orchestrator, hiergen.runtime.sampler, hiergen.runtime.plan; hiergen.cli.main(['info']); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -233,3 +233,16 @@ def test_train_checkpoint_interval_reaches_the_transformer_recipe(monkeypatch):
     assert main(["train", "keyframe", "--tokens", "t", "--out", "o", "--ckpt-every", "10",
                  "--ckpt-minutes", "2.5"]) == 0
     assert seen["overrides"]["ckpt_every"] == 10 and seen["overrides"]["ckpt_minutes"] == 2.5
+
+
+def test_every_command_is_one_function_in_its_wing():
+    import importlib
+
+    from hiergen.cli import COMMANDS
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
+    for name, target in COMMANDS.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
+    cli_functions = [n for n in vars(importlib.import_module("hiergen.cli")) if n.startswith("cmd_")]
+    assert not cli_functions, f"command logic left in cli.py: {cli_functions}"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hiergen.data import DatasetError, open_dataset, write_synth_dataset, write_video_dataset
-from hiergen.runtime.video import write_mp4
+from hiergen.video import write_mp4
 from hiergen.synth import render
 
 

@@ -87,7 +87,7 @@ def test_step_parity(tiny, kind):
     ref_cache, got_cache = ref.new_cache(B), got.new_cache(B)
     rng = np.random.default_rng(0)
     tokens, codes, frames = _prefill(cfg, kind, B, rng)
-    worst = np.abs(ref.step(tokens, codes, ref_cache) - got.step(tokens, codes, got_cache)).max()
+    worst = np.abs(ref.prefill(tokens, codes, ref_cache) - got.prefill(tokens, codes, got_cache)).max()
     P = cfg.tokens_per_frame
     slots = [cfg.text_len + f * P + w for f in frames for w in range(P)][:DECODE_STEPS]   # greedy, frame by frame
     prev = np.full((B, 1), cfg.image_vocab, np.int64)
@@ -95,7 +95,7 @@ def test_step_parity(tiny, kind):
         if i % P == 0:
             prev = np.full((B, 1), cfg.image_vocab, np.int64)      # <start> at a frame's first slot
         code = np.full((B, 1), slot, np.int64)
-        a, b = ref.step(prev, code, ref_cache), got.step(prev, code, got_cache)
+        a, b = ref.decode(prev, code, ref_cache), got.decode(prev, code, got_cache)
         worst = max(worst, np.abs(a - b).max())
         prev = a[:, -1].argmax(-1)[:, None].astype(np.int64)
     print(f"{step.name(kind)}: max |logit diff| ORT vs torch over prefill + {len(slots)} decode steps = {worst:.2e}")
@@ -122,8 +122,8 @@ def test_text_token_by_token_matches_torch(tiny, kind):
     prev = np.full((B, 1), cfg.image_vocab, np.int64)
     for w in range(3):
         code = np.full((B, 1), cfg.text_len + frames[0] * P + w, np.int64)
-        a = ref.step(prev, code, ref_cache)
-        worst = max(worst, np.abs(a - got.step(prev, code, got_cache)).max())
+        a = ref.decode(prev, code, ref_cache)
+        worst = max(worst, np.abs(a - got.decode(prev, code, got_cache)).max())
         prev = a[:, -1].argmax(-1)[:, None].astype(np.int64)
     print(f"{kind.value}: max |logit diff| ORT vs torch, text token by token then 3 decode steps = {worst:.2e}")
     assert worst <= LOGIT_TOL
@@ -137,7 +137,7 @@ def test_prefill_graph_equals_step_graph_on_an_empty_cache(tiny, kind):
     ort_step = OrtStep(pkg, kind.value)
     tokens, codes, _ = _prefill(cfg, kind, B, np.random.default_rng(1))
     via_step = ort_step.new_cache(B)
-    ort_step.prefill, saved = None, ort_step.prefill           # force the step graph
+    ort_step.prefill_sess, saved = None, ort_step.prefill_sess           # force the step graph
     if kind == Kind.INTERP:
         # the step graph reads one frame's attention-base block: the given frames, which see each other,
         # are the prefill graph's job, and the arena says so instead of computing something else
@@ -145,7 +145,7 @@ def test_prefill_graph_equals_step_graph_on_an_empty_cache(tiny, kind):
             ort_step.step(tokens, codes, via_step)
         tokens, codes = tokens[:, :cfg.text_len], codes[:, :cfg.text_len]     # what a step may do: the text
     a = ort_step.step(tokens, codes, via_step).copy()
-    ort_step.prefill = saved
+    ort_step.prefill_sess = saved
     via_prefill = ort_step.new_cache(B)
     b = ort_step.step(tokens, codes, via_prefill)
     assert saved is not None and via_prefill.written
@@ -160,7 +160,7 @@ def test_decode_graph_equals_the_step_graph(tiny, kind):
     pkg, models, _, _ = tiny
     cfg, B = models[kind].cfg, 2
     m = OrtStep(pkg, kind.value)
-    assert m.decode is not m.sess
+    assert m.decode_sess is not m.sess
     cache = m.new_cache(B)
     tokens, codes, frames = _prefill(cfg, kind, B, np.random.default_rng(3))
     m.step(tokens, codes, cache)
@@ -168,7 +168,7 @@ def test_decode_graph_equals_the_step_graph(tiny, kind):
     for w in range(3):
         code = np.full((B, 1), cfg.text_len + frames[0] * cfg.tokens_per_frame + w, np.int64)
         via_step = cache.run_past(m.sess, prev, code, [m.logits_name])[0]      # reads the arena, writes nothing
-        via_decode = m.step(prev, code, cache)
+        via_decode = m.decode(prev, code, cache)
         assert np.abs(via_step - via_decode).max() <= LOGIT_TOL
         prev = via_decode[:, -1].argmax(-1)[:, None].astype(np.int64)
 
@@ -199,7 +199,7 @@ def test_decode_steps_run_in_the_arena(tiny):
     buffers = {k: (v.ctypes.data, v.shape) for k, v in vars(arena).items() if isinstance(v, np.ndarray)}
     slot = int(codes[0, -1]) + 1
     before = arena.host_kv()
-    logits = m.step(np.ones((B, 1), np.int64), np.full((B, 1), slot, np.int64), arena)
+    logits = m.decode(np.ones((B, 1), np.int64), np.full((B, 1), slot, np.int64), arena)
     assert np.shares_memory(logits, arena.logits)
     assert {k: (v.ctypes.data, v.shape) for k, v in vars(arena).items() if isinstance(v, np.ndarray)} == buffers
     changed = np.nonzero((arena.host_kv() != before).any(axis=(0, 1, 2, 4)))[0]     # slots that changed

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from hiergen import generated_eval
+from hiergen.tools import generated_eval
 from hiergen.analyze import analyze_clip, evaluate, score_reports, shuffled_captions
 from hiergen.captions import parse
 from hiergen.cli import main
-from hiergen.generated_eval import FRAMES, Method, methods_for, sample_sheet
-from hiergen.runtime.video import contact_sheet
+from hiergen.tools.generated_eval import FRAMES, Method, methods_for, sample_sheet
+from hiergen.video import contact_sheet
 from hiergen.synth import caption_for, render, seeds_for_split
 
 

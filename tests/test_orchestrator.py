@@ -22,6 +22,14 @@ class FakeModel:
     def new_cache(self, batch):
         return {"tokens": np.full((batch, self.text_len + 5 * 16), -1, np.int64)}
 
+    def prefill(self, tokens, codes, cache):
+        assert (cache["tokens"] == -1).all(), "a prefill into a cache already written"
+        return self.step(tokens, codes, cache)
+
+    def decode(self, tokens, codes, cache):
+        assert tokens.shape == (cache["tokens"].shape[0], 1) and codes.min() >= self.text_len, "not one image token"
+        return self.step(tokens, codes, cache)
+
     def step(self, tokens, codes, cache):
         self.calls += 1
         self.batches.append(tokens.shape[0])

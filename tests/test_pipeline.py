@@ -14,7 +14,7 @@ from hiergen.cli import main
 from hiergen.runtime.package import PackageError
 from hiergen.runtime.pipeline import DEFAULT_PACKAGE, ImageError, Pipeline, PromptError, fit_images
 from hiergen.runtime.options import OptionError
-from hiergen.runtime.video import VideoError, write_png
+from hiergen.video import VideoError, write_png
 from hiergen.synth import render
 
 PROMPT = "a small red circle moves left slowly"

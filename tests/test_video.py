@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hiergen.runtime.video import (VideoError, contact_sheet, read_image, read_video, save_video, write_gif,
+from hiergen.video import (VideoError, contact_sheet, read_image, read_video, save_video, write_gif,
                                    write_mp4, write_sheet)
 from hiergen.synth import render
 

@@ -1,14 +1,16 @@
-"""Entry functions behind `hiergen train vqvae`, `hiergen tokenize` and `hiergen vqvae-quality`.
+"""The training wing's commands: `hiergen train`, `tokenize`, `vqvae-quality` and `reference`.
 
-The CLI parses arguments and calls these with plain values; each returns 0 or
-raises a HiergenError whose message says what to do (the CLI prints it, exit 2).
+One function per command over the parsed options (the CLI only parses and
+dispatches), plus typed calls for Python; each returns 0 or raises a
+HiergenError whose message says what to do (the CLI prints it, exit 2).
 """
 from __future__ import annotations
 
 import json
 import time
 
-from hiergen.errors import HiergenError
+from hiergen.errors import HiergenError, UsageError
+from hiergen.runtime.options import check_threads
 
 
 def _user_error(e: ValueError) -> HiergenError:
@@ -63,3 +65,61 @@ def cmd_vqvae_quality(vqvae: str, n_frames: int = 1000, json_path: str | None = 
         raise _user_error(e) from None
     print(json.dumps(result, indent=2))
     return 0
+
+
+# ------------------------------------------------------------ the CLI's commands
+def train(args) -> int:
+    """`hiergen train vqvae|t2i|keyframe|interp|all`."""
+    import torch
+
+    from hiergen.config import Kind
+    from hiergen.training.recipes import train_models
+
+    check_threads(args.threads)
+    if args.model == "vqvae":
+        return cmd_train_vqvae(out=args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                               data=args.data, codebook=args.codebook, resume=not args.restart,
+                               textured_share=args.textured_share, ckpt_every=args.ckpt_every,
+                               precision=args.precision, threads=args.threads)
+    if not args.tokens:
+        raise UsageError(f"`hiergen train {args.model}` needs --tokens DIR (made by `hiergen tokenize`)")
+    kinds = list(Kind) if args.model == "all" else [Kind(args.model)]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "fixed_rate": args.fixed_rate,
+                 "text_dropout": args.text_dropout, "init_from": args.init, "weights": args.weights,
+                 "backbone_lr": args.backbone_lr, "schedule": args.schedule, "ckpt_every": args.ckpt_every,
+                 "ckpt_minutes": args.ckpt_minutes, "probe_every": args.probe_every,
+                 "probe_prompts": args.probe_prompts, "pretrained_backbone": False if args.random_backbone else None}
+    try:
+        train_models(args.tokens, args.out, kinds, overrides, seed=args.seed, restart=args.restart,
+                     backbone=args.backbone, frozen=args.frozen, vqvae=args.vqvae)
+    except (ValueError, OSError) as e:
+        raise (e if isinstance(e, HiergenError) else HiergenError(str(e))) from None
+    return 0
+
+
+def tokenize(args) -> int:
+    import os
+    check_threads(args.threads)
+    if not 1 <= args.jobs <= 4 * (os.cpu_count() or 1):
+        raise UsageError(f"--jobs must be 1 to 4 x the cores, got {args.jobs}")
+    return cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out, threads=args.threads, jobs=args.jobs)
+
+
+def vqvae_quality(args) -> int:
+    return cmd_vqvae_quality(vqvae=args.vqvae, n_frames=args.n_frames, json_path=args.json, data=args.data,
+                             textured=args.textured)
+
+
+def reference(args) -> int:
+    """`hiergen reference`: `hiergen generate`'s flow over the PyTorch reference pipeline."""
+    from hiergen.runtime.commands import generate
+
+    def load(args):
+        import torch
+
+        from hiergen.training.generate import ReferencePipeline
+        torch.set_num_threads(args.threads)
+        return ReferencePipeline.load(args.checkpoints, args.vqvae)
+    return generate(args, load=load)

@@ -53,6 +53,8 @@ class TorchStepModel:
                 cache.k_plus[i][:, :, slots], cache.v_plus[i][:, :, slots] = kv[1]
         return logits.float().cpu().numpy()
 
+    prefill = decode = step          # one forward serves both roles in PyTorch
+
 
 class TorchCodec:
     def __init__(self, vq: VQVAE, device: str | torch.device = "cpu"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -27,9 +26,6 @@ import torch.nn.functional as F
 from hiergen.config import Kind, ModelConfig
 from hiergen.training import checkpoint as ckpt
 from hiergen.training.masks import base_visible, decode, frame_order, plus_visible, sequence_codes
-
-if TYPE_CHECKING:       # the export-only lookup tables take the place of computed masks in the graphs
-    from hiergen.export.tables import LookupTables
 
 
 @dataclass
@@ -270,7 +266,7 @@ class DualTransformer(nn.Module):
         return torch.where(is_text.unsqueeze(-1), p_text, p_image)
 
     def embed(self, tokens: torch.Tensor, codes: torch.Tensor,
-              tables: "LookupTables | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+              tables=None) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens/codes (B, T) -> x (B, T, C), is_text (B, T). With `tables`, positions are looked up."""
         is_text = codes < self.cfg.text_len
         zero = torch.zeros_like(tokens)
@@ -308,12 +304,13 @@ class DualTransformer(nn.Module):
         return [(base, plus) for _, plus in dense]
 
     def forward(self, tokens: torch.Tensor, codes: torch.Tensor, cache: KVCache | None = None,
-                tables: "LookupTables | None" = None):
+                tables=None):
         """tokens, codes (B, T) int64 -> logits over image tokens (B, T, image_vocab), new KV.
 
         Without a cache the tokens attend among themselves (training, or a
         prefill from scratch); with one see forward_cached. `tables`: masks and
-        positions looked up (the exported graphs), same values.
+        positions looked up (export/tables.py LookupTables, what the exported
+        graphs run), same values.
         """
         if cache is not None:
             return self.forward_cached(tokens, codes, cache.layers(), tables)
@@ -325,7 +322,7 @@ class DualTransformer(nn.Module):
         return self._run(x, is_text, masks, [None] * self.cfg.n_layer)
 
     def forward_cached(self, tokens: torch.Tensor, codes: torch.Tensor, layer_caches: list,
-                       tables: "LookupTables | None" = None):
+                       tables=None):
         """Like forward, attending also to static caches: layer_caches as KVCache.layers().
 
         A cache slot is valid when some earlier step wrote it, i.e. visible by

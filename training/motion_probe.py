@@ -35,7 +35,7 @@ from hiergen.runtime.sampler import SamplerOptions
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training.generate import TorchCodec, TorchStepModel
 from hiergen.training.model import load_model
-from hiergen.training.sequences import TokenClip
+from hiergen.training.sequences import TokenClip, token_clips
 from hiergen.training.vqvae import load_vqvae
 
 PROBE_FRAMES = {Kind.KEYFRAME: 5, Kind.INTERP: 17}
@@ -115,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from hiergen.training.recipes import token_clips
     from hiergen.training.tokenize import open_tokens
 
     p = argparse.ArgumentParser(prog="python -m hiergen.training.motion_probe", description=main.__doc__)

@@ -11,7 +11,8 @@ from pathlib import Path
 from hiergen.config import Kind, ModelConfig
 from hiergen.plots import line_plot
 from hiergen.tokenizer import TextTokenizer
-from hiergen.training.sequences import TokenClip
+from hiergen.training.motion_probe import MotionProbe
+from hiergen.training.sequences import token_clips
 from hiergen.training.train_transformer import Recipe, train
 
 
@@ -38,11 +39,6 @@ FROZEN_VIDEO = {
     Kind.KEYFRAME: Recipe(steps=2000, batch=16, lr=1e-3, warmup=100, text_dropout=0.2),
     Kind.INTERP: Recipe(steps=2000, batch=16, lr=1e-3, warmup=100),
 }
-
-
-def token_clips(shard) -> list[TokenClip]:
-    """TokenClips of one split of `hiergen tokenize` shards."""
-    return [TokenClip(str(shard.captions[i]), shard.clip(i).astype("int64")) for i in range(len(shard))]
 
 
 def plot_history(history: dict, path: Path, title: str) -> Path:
@@ -88,7 +84,6 @@ def train_models(tokens_dir: str, out: str, models: list[Kind], overrides: dict 
         base = None if kind == Kind.T2I or random_backbone else Path(backbone) if backbone else out_dir / "t2i.safetensors"
         probe = None
         if kind != Kind.T2I and recipe.probe_every:
-            from hiergen.training.motion_probe import MotionProbe
             probe = MotionProbe.build(val_clips, kind, vqvae, n=recipe.probe_prompts)
         path = train(kind, cfg, train_clips, val_clips, out_dir, recipe, backbone=base, resume=not restart,
                      probe=probe)

@@ -39,6 +39,11 @@ class Batch:
     targets: torch.Tensor   # (B, L) int64, IGNORE where there is no loss
 
 
+def token_clips(shard) -> list[TokenClip]:
+    """TokenClips of one split of `hiergen tokenize` shards."""
+    return [TokenClip(str(shard.captions[i]), shard.clip(i).astype("int64")) for i in range(len(shard))]
+
+
 def usable(clips: list[TokenClip], kind: Kind, fixed_rate: int | None = None) -> list[TokenClip]:
     """Clips that can give a sample of this kind (interpolation needs a rate above the keyframe rate)."""
     rng = np.random.default_rng(0)

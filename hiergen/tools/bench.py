@@ -105,9 +105,15 @@ class Timed:
     def new_cache(self, batch):
         return self.inner.new_cache(batch)
 
-    def step(self, tokens, codes, cache):
+    def prefill(self, tokens, codes, cache):
+        return self._timed(self.inner.prefill, tokens, codes, cache)
+
+    def decode(self, tokens, codes, cache):
+        return self._timed(self.inner.decode, tokens, codes, cache)
+
+    def _timed(self, run, tokens, codes, cache):
         t = time.perf_counter()
-        out = self.inner.step(tokens, codes, cache)
+        out = run(tokens, codes, cache)
         self.log.append((self.name, int(tokens.shape[0]), int(tokens.shape[1]), time.perf_counter() - t))
         return out
 

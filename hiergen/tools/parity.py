@@ -34,8 +34,13 @@ class _Recording:
     def new_cache(self, batch):
         return self.inner.new_cache(batch)
 
-    def step(self, tokens, codes, cache):
-        out = self.inner.step(tokens, codes, cache)
+    def prefill(self, tokens, codes, cache):
+        return self._kept(self.inner.prefill(tokens, codes, cache))
+
+    def decode(self, tokens, codes, cache):
+        return self._kept(self.inner.decode(tokens, codes, cache))
+
+    def _kept(self, out):
         self.record.append(np.array(out))       # a decode step's logits live in the arena
         return out
 

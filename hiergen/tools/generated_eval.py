@@ -128,7 +128,7 @@ def run(methods: list[Method], n_prompts: int, jobs: int | None = None, n_sample
 
 def sample_sheet(samples: list[np.ndarray], captions: list[str], every: int = 4) -> np.ndarray:
     """One row per prompt: every `every`-th frame under the caption."""
-    from hiergen.runtime.video import contact_sheet
+    from hiergen.video import contact_sheet
     rows = [contact_sheet(v[::every], c, cols=len(v[::every])) for v, c in zip(samples, captions)]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=250) for r in rows]
@@ -175,7 +175,7 @@ def run_generated_eval(model: str | None, n_prompts: int, baseline: str | None =
                   "of the caption's colour, shape and size", "frame", "fraction correct", ylim=(0.0, 1.0))
         print(f"wrote {plot_path}")
     if samples_path:
-        from hiergen.runtime.video import write_png
+        from hiergen.video import write_png
         write_png(sample_sheet(samples["hierarchical"], captions), samples_path)
         print(f"wrote {samples_path}")
     return 0

@@ -37,7 +37,7 @@ def dataset_clips(path: str, split: str = "all") -> Iterator[Clip]:
 
 def roundtrip_mp4(clip: Clip, folder: Path) -> Clip:
     """The clip after writing it as MP4 and reading it back (lossy codec)."""
-    from hiergen.runtime.video import read_video, write_mp4
+    from hiergen.video import read_video, write_mp4
     path = write_mp4(clip.frames, folder / "roundtrip.mp4", fps=clip.fps)
     frames, _ = read_video(path)
     return Clip(frames=frames, fps=clip.fps, caption=clip.caption)
@@ -74,7 +74,7 @@ def score(clips: list[Clip]) -> dict[str, EvalReport]:
 def run_clip_eval(clips_dir: str | None, n_synth: int | None, split: str = "all", mp4_roundtrip: bool = False,
                   size: int = 64, textured: bool = False, json_path: str | None = None,
                   plot_path: str | None = None, markdown_path: str | None = None, vqvae: str | None = None) -> int:
-    from hiergen.runtime.video import VideoError, check_writable
+    from hiergen.video import VideoError, check_writable
     for out in (json_path, plot_path, markdown_path):
         if out:
             try:
