@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hiergen-installed
 PROMPT ?= a large red circle moves right then up quickly
 
-.PHONY: setup demo test test-fast model motion baseline ablations eval bench clean help
+.PHONY: setup demo test test-fast model motion motion-report baseline ablations eval bench clean help
 
 help:
 	@echo "make setup   create $(VENV) with hiergen[train,dev] (CPU torch 2.13.0 unless a GPU is present)"
@@ -57,21 +57,28 @@ motion: $(STAMP) data/tokens8k/tokens.json
 	$(BIN)/hiergen train interp --tokens data/tokens8k --out checkpoints/transformer --threads 1 & i=$$!; \
 	wait $$k && wait $$i
 
+# Curves and probe tables of the long run so far, from its resume points (docs/training/*_long.*).
+motion-report: $(STAMP)
+	for k in keyframe interp; do \
+	  $(BIN)/python -m hiergen.training.recipes checkpoints/transformer/$$k.last.safetensors docs/training/$${k}_long; \
+	done
+
 data/tokens8k/tokens.json:
 	test -d data/synth8k || $(BIN)/hiergen synth --n 8000 --out data/synth8k
 	$(BIN)/hiergen tokenize --data data/synth8k --vqvae checkpoints/vqvae/final.safetensors --out data/tokens8k --jobs 2
 
-# The frame-by-frame baseline of the ablation: a sequential model at 16 fps only, on the same backbone.
+# The frame-by-frame baseline of the ablation: a sequential model at 16 fps only, on the same backbone
+# (the shipped one: CogVideo's frozen recipe, --frozen; it is retrained with the long run's recipe when that ships).
 baseline: $(STAMP)
-	$(BIN)/hiergen train keyframe --fixed-rate 16 --tokens data/tokens --out checkpoints/baseline \
+	$(BIN)/hiergen train keyframe --frozen --fixed-rate 16 --tokens data/tokens --out checkpoints/baseline \
 	  --backbone checkpoints/transformer/t2i.safetensors --threads 1
 
 # CogVideo's two other ablations, each a keyframe model beside the shipped one (about 40 min each on one thread):
 # the whole model trained from random weights (no frozen backbone), and keyframes at one fixed rate (4 fps).
 ablations: $(STAMP)
-	$(BIN)/hiergen train keyframe --random-backbone --tokens data/tokens --out checkpoints/ablation_random \
+	$(BIN)/hiergen train keyframe --frozen --random-backbone --tokens data/tokens --out checkpoints/ablation_random \
 	  --backbone checkpoints/transformer/t2i.safetensors --threads 1 & r=$$!; \
-	$(BIN)/hiergen train keyframe --fixed-rate 4 --tokens data/tokens --out checkpoints/ablation_fixed4 \
+	$(BIN)/hiergen train keyframe --frozen --fixed-rate 4 --tokens data/tokens --out checkpoints/ablation_fixed4 \
 	  --backbone checkpoints/transformer/t2i.safetensors --threads 1 & f=$$!; \
 	wait $$r && wait $$f
 

@@ -114,7 +114,21 @@ def plot_run(checkpoint: str | Path, out_stem: str | Path) -> list[Path]:
     return written + ([motion] if motion else [])
 
 
+def probe_table(checkpoint: str | Path) -> str:
+    """The run's motion probes so far as a markdown table (step, samples, minutes, accuracies in %)."""
+    from hiergen.training import checkpoint as ckpt
+    rows = ckpt.load(checkpoint).extra["history"].get("probe") or []
+    lines = ["| step | samples | training minutes | motion | two-phase motion | colour | shape | size |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['step']} | {r['samples']:,} | {r['minutes']:.0f} | "
+                     + " | ".join(f"{100 * r[k]:.1f}" for k in ("motion", "two_phase_motion", "colour", "shape", "size"))
+                     + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":      # python -m hiergen.training.recipes CKPT OUT_STEM: plot a run, finished or not
     import sys
     for p in plot_run(sys.argv[1], sys.argv[2]):
         print(f"wrote {p}")
+    print(probe_table(sys.argv[1]))
