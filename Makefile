@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hiergen-installed
 PROMPT ?= a large red circle moves right then up quickly
 
-.PHONY: setup demo test test-fast model motion motion-report baseline ablations eval bench clean help
+.PHONY: setup demo test test-fast model motion motion-save motion-report baseline ablations eval bench clean help
 
 help:
 	@echo "make setup   create $(VENV) with hiergen[train,dev] (CPU torch 2.13.0 unless a GPU is present)"
@@ -51,16 +51,30 @@ model: $(STAMP)
 
 # The video models' long run (docs/training.md, "Learning motion"): keyframe and interp side by side, one thread
 # each, every weight training from the backbone, on 8,000 clips; a resume point every 5 minutes and a motion
-# probe every 250 steps. It takes several sessions: re-run `make motion` to continue where it stopped.
+# probe every 250 steps, in runs/motion (not committed). It takes several sessions: `make motion-save` copies the
+# resume points into checkpoints/motion (commit them), and `make motion` on a fresh clone continues from there.
+RUN := runs/motion
 motion: $(STAMP) data/tokens8k/tokens.json
-	$(BIN)/hiergen train keyframe --tokens data/tokens8k --out checkpoints/transformer --threads 1 & k=$$!; \
-	$(BIN)/hiergen train interp --tokens data/tokens8k --out checkpoints/transformer --threads 1 & i=$$!; \
+	mkdir -p $(RUN)
+	for k in keyframe interp; do \
+	  test -f $(RUN)/$$k.last.safetensors || ! test -f checkpoints/motion/$$k.last.safetensors || \
+	    cp checkpoints/motion/$$k.last.safetensors $(RUN)/; \
+	done
+	$(BIN)/hiergen train keyframe --tokens data/tokens8k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
+	  --threads 1 > $(RUN)/keyframe.log 2>&1 & k=$$!; \
+	$(BIN)/hiergen train interp --tokens data/tokens8k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
+	  --threads 1 > $(RUN)/interp.log 2>&1 & i=$$!; \
 	wait $$k && wait $$i
+
+# The run's latest resume points (weights, optimiser state, history with the probes), to commit.
+motion-save:
+	mkdir -p checkpoints/motion
+	cp $(RUN)/keyframe.last.safetensors $(RUN)/interp.last.safetensors checkpoints/motion/
 
 # Curves and probe tables of the long run so far, from its resume points (docs/training/*_long.*).
 motion-report: $(STAMP)
 	for k in keyframe interp; do \
-	  $(BIN)/python -m hiergen.training.recipes checkpoints/transformer/$$k.last.safetensors docs/training/$${k}_long; \
+	  $(BIN)/python -m hiergen.training.recipes checkpoints/motion/$$k.last.safetensors docs/training/$${k}_long; \
 	done
 
 data/tokens8k/tokens.json:
