@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hiergen-installed
 PROMPT ?= a large red circle moves right then up quickly
 
-.PHONY: setup demo test test-fast model motion motion-save motion-report baseline ablations eval bench clean help
+.PHONY: setup demo test test-fast model motion motion-stop motion-save motion-report baseline ablations eval bench clean help
 
 help:
 	@echo "make setup   create $(VENV) with hiergen[train,dev] (CPU torch 2.13.0 unless a GPU is present)"
@@ -65,6 +65,11 @@ motion: $(STAMP) data/tokens8k/tokens.json
 	$(BIN)/hiergen train interp --tokens data/tokens8k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
 	  --threads 1 > $(RUN)/interp.log 2>&1 & i=$$!; \
 	wait $$k && wait $$i
+
+# Stop the long run gracefully: each model finishes its step and writes a resume point (SIGTERM).
+motion-stop:
+	-pkill -TERM -f "hiergen train (keyframe|interp) .*$(RUN)"
+	while pgrep -f "hiergen train (keyframe|interp) .*$(RUN)" >/dev/null; do sleep 1; done
 
 # The run's latest resume points (weights, optimiser state, history with the probes), to commit.
 motion-save:

@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.command, args)
     except HiergenError as e:
         return _fail(str(e))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:          # Ctrl-C; a training run stopped by a signal says where it stopped
+        print(str(e) or "interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

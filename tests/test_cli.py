@@ -246,3 +246,14 @@ def test_every_command_is_one_function_in_its_wing():
         assert callable(getattr(importlib.import_module(module), function)), name
     cli_functions = [n for n in vars(importlib.import_module("hiergen.cli")) if n.startswith("cmd_")]
     assert not cli_functions, f"command logic left in cli.py: {cli_functions}"
+
+
+def test_a_stopped_training_run_says_where_it_stopped(monkeypatch, capsys):
+    from hiergen.training import commands
+    from hiergen.training.train_transformer import TrainingStopped
+
+    def stopped(args):
+        raise TrainingStopped("stopped at step 3 of 6; resume point o/t2i.last.safetensors: run the same command")
+    monkeypatch.setattr(commands, "train", stopped)
+    assert main(["train", "t2i", "--tokens", "t", "--out", "o"]) == 130
+    assert "stopped at step 3 of 6" in capsys.readouterr().err

@@ -219,3 +219,31 @@ def test_motion_probes_are_logged_at_the_start_every_n_steps_and_at_the_end(tmp_
     assert all(row["motion"] == 0.5 for row in rows)
     minutes = [row["minutes"] for row in rows]
     assert minutes == sorted(minutes) and minutes[0] >= 0
+
+
+def test_sigterm_writes_a_resume_point_and_stops(tmp_path, monkeypatch):
+    """A session that must end sends SIGTERM: the step finishes, a resume point is written, the run stops,
+    and the same call continues it to the same weights as an uninterrupted run."""
+    import os
+    import signal
+
+    import hiergen.training.train_transformer as tt
+    clips = fake_clips()
+    r = Recipe(steps=6, batch=4, lr=3e-3, warmup=1, ckpt_every=1000, eval_every=1000)
+    whole = train(Kind.T2I, CFG, clips, clips, tmp_path / "whole", r, show_progress=False)
+    real_lr_at = tt.lr_at
+
+    def terminating_lr_at(step, recipe):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_lr_at(step, recipe)
+    monkeypatch.setattr(tt, "lr_at", terminating_lr_at)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(tt.TrainingStopped, match="stopped at step 3 of 6"):
+        train(Kind.T2I, CFG, clips, clips, tmp_path / "cut", r, show_progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before                    # the trainer's handler is gone again
+    assert ckpt.load(tmp_path / "cut" / "t2i.last.safetensors").extra["step"] == 3
+    monkeypatch.setattr(tt, "lr_at", real_lr_at)
+    resumed = train(Kind.T2I, CFG, clips, clips, tmp_path / "cut", r, show_progress=False)
+    a, b = ckpt.load(whole).model_state, ckpt.load(resumed).model_state
+    assert all(torch.equal(a[n], b[n]) for n in a)

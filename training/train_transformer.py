@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,34 @@ class Recipe:
 OPERATIONAL = ("steps", "ckpt_every", "ckpt_minutes", "eval_every", "probe_every", "probe_prompts")
 WEIGHTS = ("video", "all")
 SCHEDULES = ("cosine", "wsd")
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT asked the run to stop: it wrote a resume point first, and the same command continues
+    it. The CLI prints the message and exits with status 130, as for any interrupt."""
+
+
+class _StopRequest:
+    """SIGTERM (or SIGINT) during training: finish the step, write a resume point, stop. A session that must
+    end sends SIGTERM and commits the resume point instead of losing the minutes since the last one."""
+
+    def __init__(self):
+        self.asked = False
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def _ask(self, signum, frame):
+        self.asked = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
 
 
 class TrainError(HiergenError, ValueError):
@@ -265,31 +295,36 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
         run_probe()
     last_save = time.perf_counter()
     model.train()
-    while step < recipe.steps:
-        rng = np.random.default_rng([recipe.seed, step, rank])
-        batch = make_batch(train_clips, kind, cfg, tok, rng, recipe.batch // world, recipe.text_dropout, fr)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, recipe) * g["lr_scale"]
-        loss = _loss(train_model, batch, device, autocast)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-        opt.step()
-        step += 1
-        history["step"].append(step)
-        history["loss"].append(float(loss.detach()))
-        history["lr"].append(lr_at(step - 1, recipe))
-        if step % recipe.eval_every == 0 or step == recipe.steps:
-            history["val_step"].append(step)
-            history["val_loss"].append(evaluate(model, val_clips, kind, cfg, tok, device, autocast, fixed_rate=fr))
-        if recipe.probe_every and (step % recipe.probe_every == 0 or step == recipe.steps):
-            run_probe()
-        history["seconds"] = time.perf_counter() - t0
-        bar.update(loss=float(loss.detach()), lr=lr_at(step - 1, recipe))
-        due = step % recipe.ckpt_every == 0 or time.perf_counter() - last_save >= 60 * recipe.ckpt_minutes
-        if rank == 0 and (due or step == recipe.steps):
-            save(last, resumable=True)
-            last_save = time.perf_counter()
+    with _StopRequest() as stop:
+        while step < recipe.steps:
+            rng = np.random.default_rng([recipe.seed, step, rank])
+            batch = make_batch(train_clips, kind, cfg, tok, rng, recipe.batch // world, recipe.text_dropout, fr)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, recipe) * g["lr_scale"]
+            loss = _loss(train_model, batch, device, autocast)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+            opt.step()
+            step += 1
+            history["step"].append(step)
+            history["loss"].append(float(loss.detach()))
+            history["lr"].append(lr_at(step - 1, recipe))
+            if step % recipe.eval_every == 0 or step == recipe.steps:
+                history["val_step"].append(step)
+                history["val_loss"].append(evaluate(model, val_clips, kind, cfg, tok, device, autocast, fixed_rate=fr))
+            if recipe.probe_every and (step % recipe.probe_every == 0 or step == recipe.steps):
+                run_probe()
+            history["seconds"] = time.perf_counter() - t0
+            bar.update(loss=float(loss.detach()), lr=lr_at(step - 1, recipe))
+            due = step % recipe.ckpt_every == 0 or time.perf_counter() - last_save >= 60 * recipe.ckpt_minutes
+            if rank == 0 and (due or step == recipe.steps or stop.asked):
+                save(last, resumable=True)
+                last_save = time.perf_counter()
+            if stop.asked:
+                bar.close()
+                raise TrainingStopped(f"stopped at step {step} of {recipe.steps}; resume point {last}: run the same "
+                                      "command to continue")
     bar.close()
     if rank == 0:
         save(final, resumable=False)
