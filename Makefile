@@ -50,17 +50,18 @@ model: $(STAMP)
 	$(MAKE) motion
 
 # The video models' long run (docs/training.md, "Learning motion"): keyframe and interp side by side, one thread
-# each, every weight training from the backbone, on 8,000 clips; a resume point every 5 minutes and a motion
+# each, every weight training from the backbone (the keyframe model on the keyframes of 20,000 clips, the
+# interpolation model on 8,000 whole clips); a resume point every 5 minutes and a motion
 # probe every 250 steps, in runs/motion (not committed). It takes several sessions: `make motion-save` copies the
 # resume points into checkpoints/motion (commit them), and `make motion` on a fresh clone continues from there.
 RUN := runs/motion
-motion: $(STAMP) data/tokens8k/tokens.json
+motion: $(STAMP) data/tokens8k/tokens.json data/keyframes20k/tokens.json
 	mkdir -p $(RUN)
 	for k in keyframe interp; do \
 	  test -f $(RUN)/$$k.last.safetensors || ! test -f checkpoints/motion/$$k.last.safetensors || \
 	    cp checkpoints/motion/$$k.last.safetensors $(RUN)/; \
 	done
-	$(BIN)/hiergen train keyframe --tokens data/tokens8k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
+	$(BIN)/hiergen train keyframe --tokens data/keyframes20k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
 	  --threads 1 > $(RUN)/keyframe.log 2>&1 & k=$$!; \
 	$(BIN)/hiergen train interp --tokens data/tokens8k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
 	  --threads 1 > $(RUN)/interp.log 2>&1 & i=$$!; \
@@ -81,6 +82,12 @@ motion-report: $(STAMP)
 	for k in keyframe interp; do \
 	  $(BIN)/python -m hiergen.training.recipes checkpoints/motion/$$k.last.safetensors docs/training/$${k}_long; \
 	done
+
+# 20,000 clips, only their five keyframes encoded (what the keyframe model reads; 8 minutes with 2 jobs).
+data/keyframes20k/tokens.json:
+	test -d data/synth20k || $(BIN)/hiergen synth --n 20000 --out data/synth20k
+	$(BIN)/hiergen tokenize --data data/synth20k --vqvae checkpoints/vqvae/final.safetensors --out data/keyframes20k \
+	  --jobs 2 --keyframes-only
 
 data/tokens8k/tokens.json:
 	test -d data/synth8k || $(BIN)/hiergen synth --n 8000 --out data/synth8k

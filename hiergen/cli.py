@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Encode every frame of a dataset with the VQ-VAE into per-split token shards. "
                                    "A re-run with the same tokenizer and dataset reuses intact shards.",
                        epilog="examples:\n  hiergen tokenize --data data/synth --out data/tokens\n"
-                              "  hiergen tokenize --data data/synth8k --out data/tokens8k --jobs 2")
+                              "  hiergen tokenize --data data/synth8k --out data/tokens8k --jobs 2\n"
+                              "  hiergen tokenize --data data/synth20k --out data/keyframes20k --jobs 2 --keyframes-only")
     s.add_argument("--data", required=True, help="dataset folder")
     s.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors",
                    help="tokenizer checkpoint (default checkpoints/vqvae/final.safetensors)")
@@ -280,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1,
                    help="worker processes of one thread each (default 1); on an idle machine one per core is "
                         "fastest: the small convolutions gain little from threads")
+    s.add_argument("--keyframes-only", action="store_true",
+                   help="encode only each clip's five keyframes (what the keyframe model trains on: about 12x "
+                        "fewer frames), for a keyframe model on many more clips; such shards train the keyframe "
+                        "model and the backbone, not the interpolation model or a fixed-rate baseline")
 
     s = sub.add_parser("generate", help="generate a video from a prompt with a model package (ONNX Runtime, no torch)",
                        formatter_class=_Formatter,

@@ -63,7 +63,7 @@ def window(n_frames: int, rate: int, start: int, n: int = WINDOW) -> np.ndarray:
     return start + stride(rate) * np.arange(n)
 
 
-def sample_keyframes(n_frames: int, rng: np.random.Generator, n: int = WINDOW) -> tuple[int, np.ndarray]:
+def sample_keyframes(n_frames: int, rng: np.random.Generator | None = None, n: int = WINDOW) -> tuple[int, np.ndarray]:
     """(rate, indices) for the keyframe stage: lowest rate that fits, frames spread from the first to the last."""
     rate = keyframe_rate(n_frames, n)
     if rate is None:

@@ -3,7 +3,7 @@ import pytest
 
 from hiergen.config import Kind
 from hiergen.training.model import DualTransformer
-from hiergen.training.motion_probe import MotionProbe, keyframe_indices
+from hiergen.training.motion_probe import MotionProbe
 from test_train_transformer import CFG, fake_clips
 
 
@@ -30,7 +30,7 @@ def test_probe_samples_from_the_true_frames_and_restores_training_mode(kind, fra
     model = DualTransformer(CFG, kind).train()
     videos = probe.videos(model)
     for (tokens, fps), clip in zip(videos, clips):
-        keys = clip.tokens[keyframe_indices(len(clip.tokens))]
+        keys = clip.keyframes()
         assert tokens.shape == (frames, 4, 4)
         if kind == Kind.KEYFRAME:
             assert np.array_equal(tokens[0], keys[0])               # the true first frame, then sampled ones

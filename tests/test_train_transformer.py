@@ -247,3 +247,16 @@ def test_sigterm_writes_a_resume_point_and_stops(tmp_path, monkeypatch):
     resumed = train(Kind.T2I, CFG, clips, clips, tmp_path / "cut", r, show_progress=False)
     a, b = ckpt.load(whole).model_state, ckpt.load(resumed).model_state
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_keyframes_only_clips_give_the_same_keyframe_batches_and_no_interp_windows():
+    full = fake_clips()
+    kf = [TokenClip(c.caption, c.keyframes(), len(c.tokens)) for c in full]
+    assert all(c.keyframes_only and c.tokens.shape == (5, 4, 4) for c in kf)
+    for kind in (Kind.KEYFRAME, Kind.T2I):
+        a = make_batch(full, kind, CFG, TOK, np.random.default_rng(3), batch=6)
+        b = make_batch(kf, kind, CFG, TOK, np.random.default_rng(3), batch=6)
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.targets, b.targets)   # rate token included
+    from hiergen.training.sequences import usable
+    assert usable(kf, Kind.INTERP) == [] and usable(kf, Kind.KEYFRAME, fixed_rate=16) == []
+    assert len(usable(kf, Kind.KEYFRAME)) == len(kf)

@@ -218,6 +218,13 @@ def test_tokenize_cache_key(tiny_run, tmp_path, monkeypatch):
     tk.tokenize_dataset(tmp_path / "ds", ckpt, tmp_path / "tok2", show_progress=False, jobs=2)
     assert tk._read_manifest(tmp_path / "tok2")["splits"] == m1["splits"]
 
+    # keyframes only: five tokens per clip, the clip's length kept, another key
+    mk = tk.tokenize_dataset(tmp_path / "ds", ckpt, tmp_path / "kf", show_progress=False, keyframes_only=True)
+    kf = tk.open_tokens(tmp_path / "kf")["val"]
+    assert mk["key"] != m1["key"] and mk["keyframes_only"]
+    assert kf.n_frames[0] == len(val.clip(0)) and len(kf.clip(0)) == 5
+    assert np.array_equal(kf.clip(0), val.clip(0)[np.round(np.linspace(0, len(val.clip(0)) - 1, 5)).astype(int)])
+
     # a damaged shard under the same key is rebuilt, not trusted
     (tmp_path / "tok" / "val.npz").write_bytes(b"garbage")
     with pytest.raises(tk.TokensError, match="re-run"):

@@ -43,11 +43,12 @@ def cmd_train_vqvae(out: str, steps: int | None = None, batch: int | None = None
 
 
 def cmd_tokenize(data: str, vqvae: str, out: str, batch: int = 32, threads: int | None = None,
-                 jobs: int = 1) -> int:
+                 jobs: int = 1, keyframes_only: bool = False) -> int:
     from hiergen.training.tokenize import tokenize_dataset
 
     try:
-        manifest = tokenize_dataset(data, vqvae, out, batch=batch, threads=threads, jobs=jobs)
+        manifest = tokenize_dataset(data, vqvae, out, batch=batch, threads=threads, jobs=jobs,
+                                    keyframes_only=keyframes_only)
     except ValueError as e:
         raise _user_error(e) from None
     parts = ", ".join(f"{s}: {e['n_clips']} clips / {e['n_frames']} frames" for s, e in manifest["splits"].items())
@@ -104,7 +105,8 @@ def tokenize(args) -> int:
     check_threads(args.threads)
     if not 1 <= args.jobs <= 4 * (os.cpu_count() or 1):
         raise UsageError(f"--jobs must be 1 to 4 x the cores, got {args.jobs}")
-    return cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out, threads=args.threads, jobs=args.jobs)
+    return cmd_tokenize(data=args.data, vqvae=args.vqvae, out=args.out, threads=args.threads, jobs=args.jobs,
+                        keyframes_only=args.keyframes_only)
 
 
 def vqvae_quality(args) -> int:

@@ -41,11 +41,6 @@ from hiergen.training.vqvae import load_vqvae
 PROBE_FRAMES = {Kind.KEYFRAME: 5, Kind.INTERP: 17}
 
 
-def keyframe_indices(n_frames: int) -> np.ndarray:
-    """The five keyframes of a clip as keyframe training and `eval --true-keyframes` take them."""
-    return np.round(np.linspace(0, n_frames - 1, 5)).astype(np.int64)
-
-
 @dataclass(frozen=True)
 class MotionProbe:
     kind: Kind
@@ -68,7 +63,7 @@ class MotionProbe:
         chosen = clips[:n]
         given = []
         for c in chosen:
-            keys = c.tokens[keyframe_indices(len(c.tokens))].astype(np.int64)
+            keys = c.keyframes().astype(np.int64)
             given.append(keys[:1] if kind == Kind.KEYFRAME else keys)
         codec = TorchCodec(load_vqvae(vqvae)) if isinstance(vqvae, (str, os.PathLike)) else vqvae
         return cls(kind, tuple(c.caption for c in chosen), tuple(given), codec,

@@ -29,7 +29,16 @@ LOSS_FRAMES = {Kind.T2I: {0}, Kind.KEYFRAME: {1, 2, 3, 4}, Kind.INTERP: {1, 3}}
 @dataclass(frozen=True)
 class TokenClip:
     caption: str
-    tokens: np.ndarray   # (T, grid, grid) integer codebook indices at the native 16 fps
+    tokens: np.ndarray          # (T, grid, grid) codebook indices at the native 16 fps, or with n_frames set
+    n_frames: int | None = None  # only the clip's five keyframes, (5, grid, grid), of a clip this long
+
+    @property
+    def keyframes_only(self) -> bool:
+        return self.n_frames is not None
+
+    def keyframes(self) -> np.ndarray:
+        """(5, grid, grid): the five frames keyframe training takes, spread over the whole clip."""
+        return self.tokens if self.keyframes_only else self.tokens[sample_keyframes(len(self.tokens))[1]]
 
 
 @dataclass
@@ -40,17 +49,20 @@ class Batch:
 
 
 def token_clips(shard) -> list[TokenClip]:
-    """TokenClips of one split of `hiergen tokenize` shards."""
-    return [TokenClip(str(shard.captions[i]), shard.clip(i).astype("int64")) for i in range(len(shard))]
+    """TokenClips of one split of `hiergen tokenize` shards (keyframes-only shards carry each clip's length)."""
+    n = shard.n_frames
+    return [TokenClip(str(shard.captions[i]), shard.clip(i).astype("int64"), None if n is None else int(n[i]))
+            for i in range(len(shard))]
 
 
 def usable(clips: list[TokenClip], kind: Kind, fixed_rate: int | None = None) -> list[TokenClip]:
     """Clips that can give a sample of this kind (interpolation needs a rate above the keyframe rate)."""
     rng = np.random.default_rng(0)
+    if fixed_rate is None and kind != Kind.INTERP:
+        return [c for c in clips if len(c.tokens) >= 5]
+    clips = [c for c in clips if not c.keyframes_only]      # other windows need every frame of the clip
     if fixed_rate is not None:
         return [c for c in clips if sample_fixed(len(c.tokens), fixed_rate, rng) is not None]
-    if kind != Kind.INTERP:
-        return [c for c in clips if len(c.tokens) >= 5]
     return [c for c in clips if sample_interp(len(c.tokens), rng) is not None]
 
 
@@ -66,6 +78,8 @@ def sample_window(clip: TokenClip, kind: Kind, rng: np.random.Generator,
         if picked is None:
             raise ValueError("clip too short for an interpolation window; filter with usable() first")
         return picked
+    if clip.keyframes_only:                                 # the tokens are the five keyframes already
+        return sample_keyframes(clip.n_frames, rng)[0], np.arange(len(clip.tokens))
     return sample_keyframes(len(clip.tokens), rng)
 
 
