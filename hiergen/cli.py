@@ -21,6 +21,10 @@ examples:
   hiergen eval --synth 500                             analyzer accuracy on ground truth
   hiergen train vqvae --out checkpoints/vqvae          train the frame tokenizer
   hiergen tokenize --data data/synth --vqvae checkpoints/vqvae/final.safetensors --out data/tokens
+
+errors: every command checks its input before long work and reports a problem as one line,
+`hiergen: error: <what is wrong and how to fix it>`, with exit status 2; 0 is success and
+130 an interrupt (a training run stopped so writes its resume point first).
 """
 
 

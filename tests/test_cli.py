@@ -223,7 +223,8 @@ def test_every_command_help_has_examples(capsys):
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     missing = [name for name, parser in sub.choices.items() if "examples:" not in parser.format_help()]
     assert not missing, f"--help without examples: {missing}"
-    assert "hiergen generate" in build_parser().format_help()
+    top = build_parser().format_help()
+    assert "hiergen generate" in top and "exit status 2" in top
 
 
 def test_train_checkpoint_interval_reaches_the_transformer_recipe(monkeypatch):
