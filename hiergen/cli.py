@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--true-keyframes", action="store_true",
                    help="--prompts: also interpolate each prompt's rendered keyframes (5 frames spread over the "
                         "clip) with the package: scores the interpolation model alone")
+    s.add_argument("--keyframes-alone", action="store_true",
+                   help="--prompts: also give each prompt's rendered first frame and make the 5 keyframes only: "
+                        "scores the keyframe model alone")
     s.add_argument("--jobs", type=int, default=None, help="--prompts: worker processes (default: all cores)")
     s.add_argument("--samples", help="--prompts: write a contact sheet of the first 6 hierarchical videos here")
     s.add_argument("--split", choices=("train", "val", "test", "all"), default="all", help="split of --clips (default all)")

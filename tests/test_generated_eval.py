@@ -180,3 +180,23 @@ def test_missing_package_fails_before_generating(tmp_path, no_generation, capsys
     assert main(["eval", "--prompts", "2", "--ablation", f"gone={tmp_path / 'nothing'}"]) == 2
     assert "nothing" in capsys.readouterr().err
     assert main(["eval", "--prompts", "2", "--baseline", str(tmp_path / "nothing")]) == 2
+
+
+def test_keyframes_alone_start_from_the_rendered_first_frame():
+    from hiergen.runtime.pipeline import Pipeline
+    from hiergen.synth import render
+    caption = "a small green circle moves right quickly"
+    method = generated_eval.methods_for(None, None, {}, keyframes_alone=True)[1]
+    assert method.keyframes_alone and method.name == generated_eval.KEYFRAMES_ALONE
+    frames, fps = generated_eval.make_video(method, caption, seed=5)
+    first = render(caption, seed=5).frames[:1]
+    codec = Pipeline.load(threads=1).codec
+    assert frames.shape == (5, 64, 64, 3) and fps == 4.0                     # "quickly": keyframes at 4 fps
+    assert np.array_equal(frames[0], codec.decode(codec.encode(first))[0])
+
+
+def test_cli_keyframes_alone(tmp_path):
+    out_json = tmp_path / "k.json"
+    assert main(["eval", "--prompts", "1", "--jobs", "1", "--keyframes-alone", "--json", str(out_json)]) == 0
+    doc = json.loads(out_json.read_text())
+    assert doc[generated_eval.KEYFRAMES_ALONE]["n"] == 1 and len(doc[generated_eval.KEYFRAMES_ALONE]["by_frame"]) == 5

@@ -34,14 +34,15 @@ def _eval_generated(args) -> int:
             raise UsageError(f"--ablation {name!r} is given twice ({ablations[name]}, {pkg}): give each its own name")
         ablations[name] = pkg
     try:
-        methods_for(args.model, args.baseline, ablations, args.true_keyframes)
+        methods_for(args.model, args.baseline, ablations, args.true_keyframes, args.keyframes_alone)
     except ValueError as e:
         raise UsageError(str(e)) from None
     for out in (args.json, args.markdown, args.plot, args.samples):
         if out:
             check_writable(out)
     return run_generated_eval(args.model, args.prompts, args.baseline, ablations, args.jobs,
-                              args.true_keyframes, args.json, args.markdown, args.plot, args.samples)
+                              args.true_keyframes, args.json, args.markdown, args.plot, args.samples,
+                              keyframes_alone=args.keyframes_alone)
 
 
 def bench(args) -> int:

@@ -38,18 +38,22 @@ class Method:
     package: str | None         # None: the shipped package
     overlap: int = 0            # 0: hierarchical; 1..4: frame-by-frame with this many given frames
     true_keyframes: bool = False  # interpolate the rendered clip's 5 keyframes (isolates the interpolation model)
+    keyframes_alone: bool = False  # the rendered clip's frame 1, then the keyframe stage only (5 frames)
 
 
 # Names the report gives its other entries: a method named so would overwrite them.
 REPORT_ENTRIES = ("ground truth (rendered)", "hierarchical, shuffled captions", "source")
 TRUE_KEYFRAMES = "interpolation of true keyframes"
+KEYFRAMES_ALONE = "keyframes alone (true frame 1)"
 
 
 def methods_for(model: str | None, baseline: str | None, ablations: dict[str, str],
-                true_keyframes: bool = False) -> list[Method]:
+                true_keyframes: bool = False, keyframes_alone: bool = False) -> list[Method]:
     out = [Method("hierarchical", model)]
     if true_keyframes:
         out.append(Method(TRUE_KEYFRAMES, model, true_keyframes=True))
+    if keyframes_alone:
+        out.append(Method(KEYFRAMES_ALONE, model, keyframes_alone=True))
     if baseline:
         out += [Method("frame-by-frame (overlap 1)", baseline, 1), Method("frame-by-frame (overlap 2)", baseline, 2)]
     taken = {m.name for m in out} | set(REPORT_ENTRIES)
@@ -76,6 +80,10 @@ def make_video(method: Method, caption: str, seed: int) -> tuple[np.ndarray, flo
     import warnings
     warnings.simplefilter("ignore")            # unknown-word warnings cannot happen for synthetic captions
     pipe = _pipe(method.package)
+    if method.keyframes_alone:                 # isolates the keyframe model: does it follow the verb?
+        clip = render(caption, seed=seed, size=pipe.codec.image_size)
+        v = pipe.generate(caption, frames=5, seed=seed, init_image=clip.frames[0])
+        return v.frames, v.fps
     if method.true_keyframes:
         clip = render(caption, seed=seed, size=pipe.codec.image_size)
         keys = clip.frames[np.round(np.linspace(0, clip.n_frames - 1, 5)).astype(int)]   # as training spreads them
@@ -149,9 +157,10 @@ def run_generated_eval(model: str | None, n_prompts: int, baseline: str | None =
                        ablations: dict[str, str] | None = None, jobs: int | None = None,
                        true_keyframes: bool = False,
                        json_path: str | None = None, markdown_path: str | None = None,
-                       plot_path: str | None = None, samples_path: str | None = None) -> int:
+                       plot_path: str | None = None, samples_path: str | None = None, *,
+                       keyframes_alone: bool = False) -> int:
     from hiergen.fileio import write_json, write_text
-    methods = methods_for(model, baseline, ablations or {}, true_keyframes)
+    methods = methods_for(model, baseline, ablations or {}, true_keyframes, keyframes_alone)
     for m in methods:                            # fail before minutes of work, with the package's own message
         from hiergen.runtime.package import open_package
         from hiergen.runtime.pipeline import DEFAULT_PACKAGE
