@@ -52,19 +52,32 @@ model: $(STAMP)
 # The video models' long run (docs/training.md, "Learning motion"): keyframe and interp side by side, one thread
 # each, every weight training from the backbone (the keyframe model on the keyframes of 20,000 clips, the
 # interpolation model on 8,000 whole clips); a resume point every 5 minutes and a motion
-# probe every 250 steps, in runs/motion (not committed). It takes several sessions: `make motion-save` copies the
-# resume points into checkpoints/motion (commit them), and `make motion` on a fresh clone continues from there.
+# probe every 250 steps, in runs/motion (not committed; logs there too). It takes several sessions: `make
+# motion-save` copies the resume points into checkpoints/motion (commit them), and `make motion` on a fresh clone
+# continues from there (the keyframe model as soon as its 20,000 keyframes are tokenized, the interpolation
+# model once the 8,000 whole clips are).
 RUN := runs/motion
-motion: $(STAMP) data/tokens8k/tokens.json data/keyframes20k/tokens.json
+KEYFRAMES20K := test -f data/keyframes20k/tokens.json || { \
+	  { test -d data/synth20k || $(BIN)/hiergen synth --n 20000 --out data/synth20k; } && \
+	  $(BIN)/hiergen tokenize --data data/synth20k --vqvae checkpoints/vqvae/final.safetensors \
+	    --out data/keyframes20k --jobs 2 --keyframes-only; }
+TOKENS8K := test -f data/tokens8k/tokens.json || { \
+	  { test -d data/synth8k || $(BIN)/hiergen synth --n 8000 --out data/synth8k; } && \
+	  $(BIN)/hiergen tokenize --data data/synth8k --vqvae checkpoints/vqvae/final.safetensors \
+	    --out data/tokens8k --jobs 2; }
+
+motion: $(STAMP)
 	mkdir -p $(RUN)
 	for k in keyframe interp; do \
 	  test -f $(RUN)/$$k.last.safetensors || ! test -f checkpoints/motion/$$k.last.safetensors || \
 	    cp checkpoints/motion/$$k.last.safetensors $(RUN)/; \
 	done
+	$(KEYFRAMES20K)
 	$(BIN)/hiergen train keyframe --tokens data/keyframes20k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
-	  --threads 1 > $(RUN)/keyframe.log 2>&1 & k=$$!; \
+	  --threads 1 >> $(RUN)/keyframe.log 2>&1 & k=$$!; \
+	{ $(TOKENS8K); } && \
 	$(BIN)/hiergen train interp --tokens data/tokens8k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
-	  --threads 1 > $(RUN)/interp.log 2>&1 & i=$$!; \
+	  --threads 1 >> $(RUN)/interp.log 2>&1 & i=$$!; \
 	wait $$k && wait $$i
 
 # Stop the long run gracefully: each model finishes its step and writes a resume point (SIGTERM).
@@ -82,16 +95,6 @@ motion-report: $(STAMP)
 	for k in keyframe interp; do \
 	  $(BIN)/python -m hiergen.training.recipes checkpoints/motion/$$k.last.safetensors docs/training/$${k}_long; \
 	done
-
-# 20,000 clips, only their five keyframes encoded (what the keyframe model reads; 8 minutes with 2 jobs).
-data/keyframes20k/tokens.json:
-	test -d data/synth20k || $(BIN)/hiergen synth --n 20000 --out data/synth20k
-	$(BIN)/hiergen tokenize --data data/synth20k --vqvae checkpoints/vqvae/final.safetensors --out data/keyframes20k \
-	  --jobs 2 --keyframes-only
-
-data/tokens8k/tokens.json:
-	test -d data/synth8k || $(BIN)/hiergen synth --n 8000 --out data/synth8k
-	$(BIN)/hiergen tokenize --data data/synth8k --vqvae checkpoints/vqvae/final.safetensors --out data/tokens8k --jobs 2
 
 # The frame-by-frame baseline of the ablation: a sequential model at 16 fps only, on the same backbone
 # (the shipped one: CogVideo's frozen recipe, --frozen; it is retrained with the long run's recipe when that ships).
