@@ -19,3 +19,9 @@ class HiergenError(Exception):
 
 class UsageError(HiergenError, ValueError):
     """Command-line options that are missing or do not go together."""
+
+
+def as_user_error(e: Exception) -> HiergenError:
+    """An error from deeper down (a config out of range, an unreadable file, a failed worker) as the
+    user-facing error it is: the CLI prints its message instead of a traceback."""
+    return e if isinstance(e, HiergenError) else HiergenError(str(e))

@@ -47,18 +47,22 @@ def _upscale(frames: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
 
 
-def check_output(path: str | os.PathLike) -> Path:
-    """check_writable() plus a known video format (.mp4, .gif, .png): call it before long work."""
+def _check_format(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise VideoError(f"unknown video format {suffix or '(no extension)'!r} for {path}: use .mp4, .gif or "
                          ".png (contact sheet)")
+    return suffix
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """check_writable() plus a known video format (.mp4, .gif, .png): call it before long work."""
+    _check_format(path)
     return check_writable(path)
 
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """Raise VideoError unless a file can be created at `path`; call it before long work."""
-    path = Path(path)
+def _check_folder(path: Path) -> Path:
+    """The cheap checks: the folder exists and is writable, the path is not a folder; returns the folder."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise VideoError(f"cannot write {path}: folder {parent} does not exist (create it first)")
@@ -66,6 +70,13 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise VideoError(f"cannot write {path}: folder {parent} is not writable (choose another output path)")
     if path.is_dir():
         raise VideoError(f"cannot write {path}: it is a folder (give a file name)")
+    return parent
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Raise VideoError unless a file can be created at `path`; call it before long work."""
+    path = Path(path)
+    parent = _check_folder(path)
     try:                            # what os.access cannot see: read-only and pseudo file systems (/proc)
         with fileio.atomic_path(path) as probe:
             Path(probe).write_bytes(b"")
@@ -73,8 +84,12 @@ def check_writable(path: str | os.PathLike) -> Path:
     except _Probed:
         pass
     except OSError as e:
-        raise VideoError(f"cannot write {path}: {e.strerror or e} (choose another output path)") from None
+        raise _cannot_write(path, e) from None
     return parent
+
+
+def _cannot_write(path, e: OSError) -> VideoError:
+    return VideoError(f"cannot write {path}: {e.strerror or e} (choose another output path)")
 
 
 class _Probed(Exception):
@@ -83,10 +98,14 @@ class _Probed(Exception):
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """fileio.atomic_path after checking the folder, with errors that say what to do."""
-    check_writable(path)
-    with fileio.atomic_path(path) as tmp:
-        yield tmp
+    """fileio.atomic_path after the folder checks; an OSError on the way (a pseudo file system such as
+    /proc, a full disk) becomes a VideoError, and nothing half-written stays."""
+    _check_folder(Path(path))
+    try:
+        with fileio.atomic_path(path) as tmp:
+            yield tmp
+    except OSError as e:
+        raise _cannot_write(path, e) from None
 
 
 def mp4_encoder() -> str:
@@ -251,13 +270,9 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
 
 def save_video(frames: np.ndarray, path: str | os.PathLike, fps: float, caption: str = "", scale: int = 1) -> Path:
     """Write by extension: .mp4, .gif or .png (contact sheet)."""
-    check_output(path)
-    suffix = Path(path).suffix.lower()
-    try:
-        if suffix == ".mp4":
-            return write_mp4(frames, path, fps, scale)
-        if suffix == ".gif":
-            return write_gif(frames, path, fps, scale)
-        return write_sheet(frames, path, caption)
-    except OSError as e:            # the disk filled up, the folder went away: nothing half-written stays
-        raise VideoError(f"cannot write {path}: {e.strerror or e}") from None
+    suffix = _check_format(path)
+    if suffix == ".mp4":
+        return write_mp4(frames, path, fps, scale)
+    if suffix == ".gif":
+        return write_gif(frames, path, fps, scale)
+    return write_sheet(frames, path, caption)

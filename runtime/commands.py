@@ -38,8 +38,8 @@ def _videos(args) -> list[tuple[str, list[str]]]:
     if args.prompts:
         if not args.out:
             raise OptionError("--prompts FILE needs --out DIR for the videos")
+        prompts = read_prompts(args.prompts)                 # an unreadable file leaves no folder behind
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        prompts = read_prompts(args.prompts)
         ext = Path(args.output).suffix if args.output else ".mp4"
         stems = [f"{i + 1:03d}-{re.sub(r'[^a-z0-9]+', '-', p.lower()).strip('-')[:60]}" for i, p in enumerate(prompts)]
         mains = [str(Path(args.out) / f"{stem}{ext}") for stem in stems]

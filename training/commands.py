@@ -9,13 +9,8 @@ from __future__ import annotations
 import json
 import time
 
-from hiergen.errors import HiergenError, UsageError
+from hiergen.errors import UsageError, as_user_error
 from hiergen.runtime.options import check_threads
-
-
-def _user_error(e: ValueError) -> HiergenError:
-    """A ValueError from deeper down (a config out of range) as the user-facing error it is."""
-    return e if isinstance(e, HiergenError) else HiergenError(str(e))
 
 
 def cmd_train_vqvae(out: str, steps: int | None = None, batch: int | None = None, lr: float | None = None,
@@ -33,7 +28,7 @@ def cmd_train_vqvae(out: str, steps: int | None = None, batch: int | None = None
         t0 = time.perf_counter()
         result = train_vqvae(out, config, opts, data=data, resume=resume, threads=threads)
     except ValueError as e:
-        raise _user_error(e) from None
+        raise as_user_error(e) from None
     ev = result["eval"]
     print(f"wrote {result['final']} after {result['step']} steps ({result['elapsed_s']:.0f} s of training, "
           f"{time.perf_counter() - t0:.0f} s this run): held-out PSNR {ev['psnr_db']:.2f} dB on "
@@ -50,7 +45,7 @@ def cmd_tokenize(data: str, vqvae: str, out: str, batch: int = 32, threads: int 
         manifest = tokenize_dataset(data, vqvae, out, batch=batch, threads=threads, jobs=jobs,
                                     keyframes_only=keyframes_only)
     except ValueError as e:
-        raise _user_error(e) from None
+        raise as_user_error(e) from None
     parts = ", ".join(f"{s}: {e['n_clips']} clips / {e['n_frames']} frames" for s, e in manifest["splits"].items())
     print(f"tokens in {out} (key {manifest['key'][:12]}): {parts}")
     return 0
@@ -63,7 +58,7 @@ def cmd_vqvae_quality(vqvae: str, n_frames: int = 1000, json_path: str | None = 
     try:
         result = measure_quality(vqvae, n_frames=n_frames, data=data, json_path=json_path, textured=textured)
     except ValueError as e:
-        raise _user_error(e) from None
+        raise as_user_error(e) from None
     print(json.dumps(result, indent=2))
     return 0
 
@@ -96,7 +91,7 @@ def train(args) -> int:
         train_models(args.tokens, args.out, kinds, overrides, seed=args.seed, restart=args.restart,
                      backbone=args.backbone, frozen=args.frozen, vqvae=args.vqvae)
     except (ValueError, OSError) as e:
-        raise (e if isinstance(e, HiergenError) else HiergenError(str(e))) from None
+        raise as_user_error(e) from None
     return 0
 
 

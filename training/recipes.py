@@ -11,6 +11,7 @@ from pathlib import Path
 from hiergen.config import Kind, ModelConfig
 from hiergen.plots import line_plot
 from hiergen.tokenizer import TextTokenizer
+from hiergen.training import checkpoint as ckpt
 from hiergen.training.motion_probe import MotionProbe
 from hiergen.training.sequences import token_clips
 from hiergen.training.train_transformer import Recipe, train
@@ -67,7 +68,6 @@ def train_models(tokens_dir: str, out: str, models: list[Kind], overrides: dict 
     overrides: Recipe fields to change (None values are ignored); frozen: the video models on CogVideo's
     frozen-backbone recipe (FROZEN_VIDEO); vqvae: the tokenizer the motion probe decodes with.
     """
-    from hiergen.training import checkpoint as ckpt
     from hiergen.training.tokenize import open_tokens
 
     shards = open_tokens(tokens_dir)
@@ -87,14 +87,8 @@ def train_models(tokens_dir: str, out: str, models: list[Kind], overrides: dict 
             probe = MotionProbe.build(val_clips, kind, vqvae, n=recipe.probe_prompts)
         path = train(kind, cfg, train_clips, val_clips, out_dir, recipe, backbone=base, resume=not restart,
                      probe=probe)
-        history = ckpt.load(path).extra["history"]
-        minutes = history["seconds"] / 60
-        plot_history(history, out_dir / f"{kind.value}.loss.png",
-                     f"{kind.value}: {recipe.steps} steps, batch {recipe.batch}, {minutes:.0f} min")
-        motion = plot_motion(history, out_dir / f"{kind.value}.motion.png",
-                             f"{kind.value}: motion probe ({recipe.probe_prompts} validation prompts)")
-        print(f"wrote {path} ({minutes:.1f} min); loss curve {out_dir / f'{kind.value}.loss.png'}"
-              + (f", motion curve {motion}" if motion else ""))
+        curves = plot_run(path, out_dir / kind.value)          # titled with the run's steps and minutes
+        print(f"wrote {path}; curves {', '.join(map(str, curves))}")
         done.append(path)
     return done
 
@@ -102,7 +96,6 @@ def train_models(tokens_dir: str, out: str, models: list[Kind], overrides: dict 
 def plot_run(checkpoint: str | Path, out_stem: str | Path) -> list[Path]:
     """Loss and motion curves of a run so far, from any of its checkpoints (resume points included):
     <out_stem>.loss.png and <out_stem>.motion.png."""
-    from hiergen.training import checkpoint as ckpt
     c = ckpt.load(checkpoint)
     history, recipe = c.extra["history"], c.extra.get("recipe", {})
     stem = Path(out_stem)
@@ -116,7 +109,6 @@ def plot_run(checkpoint: str | Path, out_stem: str | Path) -> list[Path]:
 
 def probe_table(checkpoint: str | Path) -> str:
     """The run's motion probes so far as a markdown table (step, samples, minutes, accuracies in %)."""
-    from hiergen.training import checkpoint as ckpt
     rows = ckpt.load(checkpoint).extra["history"].get("probe") or []
     lines = ["| step | samples | training minutes | motion | two-phase motion | colour | shape | size |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]

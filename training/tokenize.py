@@ -103,7 +103,8 @@ def tokenize_dataset(dataset_dir: str | os.PathLike, vqvae_checkpoint: str | os.
     torch's CPU threads (1 is fastest on a machine shared with other jobs); `jobs` > 1 encodes in that
     many worker processes of one thread each (on 2 cores, 2 jobs encoded about twice as fast as 2 threads).
     keyframes_only: encode only each clip's five keyframes (what keyframe training reads: 5 of ~60 frames),
-    with its length kept in `n_frames`; such shards serve the keyframe model only.
+    with its length kept in `n_frames`; such shards serve the keyframe model and the backbone, not the
+    interpolation model or a fixed-rate baseline.
     """
     from hiergen.data import open_dataset
     from hiergen.training.vqvae import load_vqvae

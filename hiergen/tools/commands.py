@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from hiergen.errors import HiergenError, UsageError
+from hiergen.errors import UsageError, as_user_error
 from hiergen.runtime.options import check_threads
 from hiergen.video import check_writable
 
@@ -75,7 +75,7 @@ def bench(args) -> int:
                                   " ".join(args.prompt), args.seed, args.threads, rss=not args.no_rss,
                                   rounds=args.rounds)
     except RuntimeError as e:              # a worker failed or the backends disagreed on the tokens
-        raise (e if isinstance(e, HiergenError) else HiergenError(str(e))) from None
+        raise as_user_error(e) from None
     text = bench_tool.markdown(result)
     print(text)
     if args.json:
