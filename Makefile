@@ -74,10 +74,10 @@ motion: $(STAMP)
 	done
 	$(KEYFRAMES20K)
 	$(BIN)/hiergen train keyframe --tokens data/keyframes20k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
-	  --threads 1 >> $(RUN)/keyframe.log 2>&1 & k=$$!; \
+	  --threads 1 $(if $(KEYFRAME_STEPS),--steps $(KEYFRAME_STEPS)) >> $(RUN)/keyframe.log 2>&1 & k=$$!; \
 	{ $(TOKENS8K); } && \
 	$(BIN)/hiergen train interp --tokens data/tokens8k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
-	  --threads 1 >> $(RUN)/interp.log 2>&1 & i=$$!; \
+	  --threads 1 $(if $(INTERP_STEPS),--steps $(INTERP_STEPS)) >> $(RUN)/interp.log 2>&1 & i=$$!; \
 	wait $$k && wait $$i
 
 # Stop the long run gracefully: each model finishes its step and writes a resume point (SIGTERM).

@@ -14,12 +14,13 @@ T = TypeVar("T")
 
 class Progress:
     def __init__(self, total: int | None, desc: str = "", unit: str = "it",
-                 stream=None, log_every_s: float = 10.0, enabled: bool = True):
+                 stream=None, log_every_s: float = 10.0, enabled: bool = True, start: int = 0):
+        """`start`: work already done before this bar (a resumed run): counted in n, not in the rate."""
         self.total, self.desc, self.unit = total, desc, unit
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.log_every_s, self.enabled = log_every_s, enabled
-        self.n, self.postfix = 0, ""
+        self.n, self.start, self.postfix = start, start, ""
         self.t0 = self._last = time.perf_counter()
 
     def update(self, n: int = 1, **postfix) -> None:
@@ -34,7 +35,7 @@ class Progress:
 
     def _draw(self, end: str) -> None:
         elapsed = time.perf_counter() - self.t0
-        rate = self.n / elapsed if elapsed > 0 else 0.0
+        rate = (self.n - self.start) / elapsed if elapsed > 0 else 0.0
         if self.total:
             frac = self.n / self.total
             bar = "#" * int(24 * frac) + "." * (24 - int(24 * frac))

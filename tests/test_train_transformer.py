@@ -178,6 +178,23 @@ def test_resume_may_run_longer_and_probe_but_not_change_the_recipe(tmp_path):
               backbone=t2i, show_progress=False)
 
 
+def test_a_wsd_run_keeps_its_resume_point_from_the_end_of_the_stable_phase(tmp_path):
+    """The decayed model ships; a copy of the stable-phase resume point continues at the peak rate later."""
+    import shutil
+    clips = fake_clips()
+    r = Recipe(steps=5, batch=4, lr=3e-3, warmup=1, ckpt_every=10, eval_every=10, schedule="wsd", decay_frac=0.4)
+    t2i = train(Kind.T2I, CFG, clips, clips, tmp_path / "t2i", r, show_progress=False)
+    train(Kind.INTERP, CFG, clips, clips, tmp_path, r, backbone=t2i, show_progress=False)
+    stable = ckpt.load(tmp_path / "interp.stable.safetensors")
+    assert stable.extra["step"] == 3 and stable.extra["history"]["lr"] == [3e-3] * 3
+    branch = tmp_path / "branch"
+    branch.mkdir()
+    shutil.copy(tmp_path / "interp.stable.safetensors", branch / "interp.last.safetensors")
+    longer = train(Kind.INTERP, CFG, clips, clips, branch, Recipe(**{**vars(r), "steps": 10}),
+                   backbone=t2i, show_progress=False)
+    assert ckpt.load(longer).extra["history"]["lr"][:6] == [3e-3] * 6
+
+
 def test_resume_points_by_the_clock(tmp_path, monkeypatch):
     """ckpt_minutes writes a resume point when the time is up, whatever ckpt_every says."""
     import hiergen.training.train_transformer as tt

@@ -19,8 +19,12 @@ def warmup_stable_decay(step: int, peak: float, warmup: int, steps: int, floor_f
     the same run, where a cosine schedule would have decayed already."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    decay_start = steps - int(decay_frac * steps)
-    if step < decay_start:
+    if step < wsd_decay_start(steps, decay_frac):
         return peak
-    t = (step - decay_start) / max(1, steps - decay_start)
+    t = (step - wsd_decay_start(steps, decay_frac)) / max(1, steps - wsd_decay_start(steps, decay_frac))
     return peak * (1 - (1 - floor_frac) * min(t, 1.0))
+
+
+def wsd_decay_start(steps: int, decay_frac: float) -> int:
+    """The first step of the decay: the run's resume point here can continue the stable phase later."""
+    return steps - int(decay_frac * steps)

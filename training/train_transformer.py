@@ -37,7 +37,7 @@ from hiergen.rates import RATES
 from hiergen.tokenizer import TextTokenizer
 from hiergen.training import checkpoint as ckpt
 from hiergen.training.model import DualTransformer
-from hiergen.training.schedule import warmup_cosine, warmup_stable_decay
+from hiergen.training.schedule import warmup_cosine, warmup_stable_decay, wsd_decay_start
 from hiergen.training.sequences import IGNORE, TokenClip, make_batch, usable
 
 
@@ -288,8 +288,11 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
             extra["optimizer"] = opt.state_dict()
         ckpt.save(path, state, cfg, kind=kind.value, extra=extra)
 
-    bar = Progress(recipe.steps, f"train {kind.value}", unit="step", enabled=show_progress and rank == 0)
-    bar.n = step
+    bar = Progress(recipe.steps, f"train {kind.value}", unit="step", enabled=show_progress and rank == 0, start=step)
+    # A WSD run keeps its resume point from the end of the stable phase: a later session can raise --steps
+    # on a copy of it and train on at the peak rate, instead of from a decayed model.
+    stable = out / f"{kind.value}.stable.safetensors"
+    stable_step = wsd_decay_start(recipe.steps, recipe.decay_frac) if recipe.schedule == "wsd" else -1
     t0 = time.perf_counter() - history["seconds"]
     if step == 0:
         run_probe()
@@ -321,6 +324,8 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
             if rank == 0 and (due or step == recipe.steps or stop.asked):
                 save(last, resumable=True)
                 last_save = time.perf_counter()
+            if rank == 0 and step == stable_step:
+                save(stable, resumable=True)
             if stop.asked:
                 bar.close()
                 raise TrainingStopped(f"stopped at step {step} of {recipe.steps}; resume point {last}: run the same "

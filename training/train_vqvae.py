@@ -233,8 +233,7 @@ def train_vqvae(out_dir: str | os.PathLike, config: VQVAEConfig | None = None,
         write_json(hist_path, {"config": dataclasses.asdict(config), "options": dataclasses.asdict(opts),
                                 "history": history}, indent=1)
 
-    bar = Progress(opts.steps - step, f"train vqvae (resumed at step {step})" if step else "train vqvae",
-                   unit="step", enabled=show_progress)
+    bar = Progress(opts.steps, "train vqvae", unit="step", enabled=show_progress, start=step)
     acc = _Window(config.n_codes)
     model.train()
     t_last = time.perf_counter()
