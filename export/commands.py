@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False, keyframe: str | None = None,
-               keyframe_rate: int | None = None) -> int:
+               keyframe_rate: int | None = None, interp: str | None = None) -> int:
     """Write the package and check it; raises ExportError, CheckpointError or PackageError saying why not."""
     import torch
 
@@ -18,7 +18,8 @@ def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False, keyf
     if keyframe_rate is not None:
         from hiergen.runtime.plan import Plan
         plan = Plan(keyframe_rate={"quickly": keyframe_rate, "slowly": keyframe_rate, "default": keyframe_rate})
-    path = export_package(checkpoints, vqvae, out, force=force, keyframe=keyframe, plan=plan)
+    path = export_package(checkpoints, vqvae, out, force=force, keyframe=keyframe, interp=interp,
+                          plan=plan)
     m = check_package(path)["manifest"]
     total = sum(f.stat().st_size for f in Path(path).iterdir())
     weights = m.weights.bytes
@@ -28,4 +29,5 @@ def cmd_export(checkpoints: str, vqvae: str, out: str, force: bool = False, keyf
 
 
 def export(args) -> int:
-    return cmd_export(args.checkpoints, args.vqvae, args.out, args.force, args.keyframe, args.keyframe_rate)
+    return cmd_export(args.checkpoints, args.vqvae, args.out, args.force, args.keyframe, args.keyframe_rate,
+                      args.interp)

@@ -221,11 +221,12 @@ def _replace(tmp: Path, out: Path) -> None:
 
 
 def export_package(checkpoints_dir: str | os.PathLike, vqvae_ckpt: str | os.PathLike, out: str | os.PathLike,
-                   force: bool = False, plan: Plan | None = None, keyframe: str | os.PathLike | None = None) -> Path:
+                   force: bool = False, plan: Plan | None = None, keyframe: str | os.PathLike | None = None,
+                   interp: str | os.PathLike | None = None) -> Path:
     """Export checkpoints/transformer/{t2i,keyframe,interp}.safetensors + the VQ-VAE into package `out`.
 
-    `keyframe` replaces the keyframe checkpoint (trained on the same backbone): the
-    frame-by-frame baseline or an ablation's keyframe model.
+    `keyframe` / `interp` replace that video model's checkpoint (trained on the same backbone): the
+    frame-by-frame baseline, an ablation's keyframe model, or the video models of another recipe.
     """
     from hiergen.training import checkpoint as ckpt
     from hiergen.training.model import load_model
@@ -233,8 +234,9 @@ def export_package(checkpoints_dir: str | os.PathLike, vqvae_ckpt: str | os.Path
 
     d = Path(checkpoints_dir)
     paths = {k: d / f"{k.value}.safetensors" for k in Kind}
-    if keyframe is not None:
-        paths[Kind.KEYFRAME] = Path(keyframe)
+    for kind, path in ((Kind.KEYFRAME, keyframe), (Kind.INTERP, interp)):
+        if path is not None:
+            paths[kind] = Path(path)
     absent = [str(p) for p in paths.values() if not p.exists()]
     if absent:
         raise ExportError(f"missing checkpoint(s) {', '.join(absent)}: train them first (`hiergen train "

@@ -369,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace a different package at --out")
     s.add_argument("--keyframe", help="use this keyframe checkpoint instead of CHECKPOINTS/keyframe.safetensors "
                                       "(the frame-by-frame baseline: checkpoints/baseline/keyframe.safetensors)")
+    s.add_argument("--interp", help="use this interpolation checkpoint instead of CHECKPOINTS/interp.safetensors "
+                                    "(CogVideo's frozen-backbone recipe: checkpoints/frozen/interp.safetensors)")
     s.add_argument("--keyframe-rate", type=int, choices=(1, 2, 4, 8, 16), metavar="FPS",
                    help="make every prompt's keyframes at this one rate (the plan's default picks it by the speed "
                         "word): for a keyframe model trained with --fixed-rate FPS, the one-rate ablation")

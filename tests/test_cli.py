@@ -104,14 +104,15 @@ def test_eval_with_a_missing_tokenizer(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, want", [([], None), (["--keyframe-rate", "4"], {"quickly": 4, "slowly": 4, "default": 4})])
 def test_export_keyframe_rate_fixes_the_plan(tmp_path, monkeypatch, argv, want):
-    """--keyframe-rate writes one keyframe rate for every speed word into the package's plan (the one-rate ablation)."""
+    """--keyframe-rate writes one keyframe rate for every speed word into the package's plan (the one-rate
+    ablation); --keyframe / --interp put another recipe's video models into the package."""
     pytest.importorskip("torch")
     import hiergen.export.package as package
     import hiergen.runtime.check as check
     seen = {}
 
-    def fake_export(checkpoints, vqvae, out, force=False, keyframe=None, plan=None):
-        seen["plan"] = plan
+    def fake_export(checkpoints, vqvae, out, force=False, keyframe=None, interp=None, plan=None):
+        seen.update(plan=plan, keyframe=keyframe, interp=interp)
         return Path(out)
     monkeypatch.setattr(package, "export_package", fake_export)
     from types import SimpleNamespace
@@ -121,6 +122,9 @@ def test_export_keyframe_rate_fixes_the_plan(tmp_path, monkeypatch, argv, want):
     (tmp_path / "out" / "f").write_bytes(b"x")
     assert main(["export", "--out", str(tmp_path / "out"), *argv]) == 0
     assert (seen["plan"] and seen["plan"].keyframe_rate) == want
+    assert seen["keyframe"] is seen["interp"] is None
+    assert main(["export", "--out", str(tmp_path / "out"), "--keyframe", "k.safetensors", "--interp", "i.safetensors"]) == 0
+    assert (seen["keyframe"], seen["interp"]) == ("k.safetensors", "i.safetensors")
 
 
 def test_export_refuses_a_keyframe_rate_the_data_has_not(capsys):
