@@ -69,8 +69,10 @@ TOKENS8K := test -f data/tokens8k/tokens.json || { \
 motion: $(STAMP)
 	mkdir -p $(RUN)
 	for k in keyframe interp; do \
-	  test -f $(RUN)/$$k.last.safetensors || ! test -f checkpoints/motion/$$k.last.safetensors || \
-	    cp checkpoints/motion/$$k.last.safetensors $(RUN)/; \
+	  test -f $(RUN)/$$k.last.safetensors || for p in last stable; do \
+	    ! test -f checkpoints/motion/$$k.$$p.safetensors || \
+	      { cp checkpoints/motion/$$k.$$p.safetensors $(RUN)/$$k.last.safetensors; break; }; \
+	  done; \
 	done
 	$(KEYFRAMES20K)
 	$(BIN)/hiergen train keyframe --tokens data/keyframes20k --out $(RUN) --backbone checkpoints/transformer/t2i.safetensors \
@@ -82,25 +84,39 @@ motion: $(STAMP)
 
 # Stop the long run gracefully: each model finishes its step and writes a resume point (SIGTERM).
 motion-stop:
-	-pkill -TERM -f "hiergen train (keyframe|interp) .*$(RUN)"
-	while pgrep -f "hiergen train (keyframe|interp) .*$(RUN)" >/dev/null; do sleep 1; done
+	-pkill -TERM -f "hiergen train (keyframe|interp) .*--out runs/"
+	while pgrep -f "hiergen train (keyframe|interp) .*--out runs/" >/dev/null; do sleep 1; done
 
 # The run's latest resume points (weights, optimiser state, history with the probes), to commit.
+# A run that has decayed keeps only its stable-phase resume point (KIND.stable), the one a later session extends.
 motion-save:
 	mkdir -p checkpoints/motion
-	cp $(RUN)/keyframe.last.safetensors $(RUN)/interp.last.safetensors checkpoints/motion/
+	for k in keyframe interp; do \
+	  if test -f $(RUN)/$$k.stable.safetensors; then cp $(RUN)/$$k.stable.safetensors checkpoints/motion/; \
+	    rm -f checkpoints/motion/$$k.last.safetensors; \
+	  else cp $(RUN)/$$k.last.safetensors checkpoints/motion/; fi; \
+	done
+	! test -f runs/baseline/keyframe.last.safetensors || \
+	  cp runs/baseline/keyframe.last.safetensors checkpoints/motion/baseline.last.safetensors
 
 # Curves and probe tables of the long run so far, from its resume points (docs/training/*_long.*).
 motion-report: $(STAMP)
 	for k in keyframe interp; do \
-	  $(BIN)/python -m hiergen.training.recipes checkpoints/motion/$$k.last.safetensors docs/training/$${k}_long; \
+	  f=checkpoints/motion/$$k.last.safetensors; test -f $$f || f=checkpoints/transformer/$$k.safetensors; \
+	  $(BIN)/python -m hiergen.training.recipes $$f docs/training/$${k}_long; \
 	done
 
-# The frame-by-frame baseline of the ablation: a sequential model at 16 fps only, on the same backbone
-# (the shipped one: CogVideo's frozen recipe, --frozen; it is retrained with the long run's recipe when that ships).
+# The frame-by-frame baseline: a sequential model at 16 fps only, on the same backbone and with the long run's
+# recipe, on the 8,000 whole clips; a long run too (runs/baseline, resume point checkpoints/motion/baseline.last).
+# When it has finished: cp runs/baseline/keyframe.safetensors checkpoints/baseline/ (what `make eval` scores).
 baseline: $(STAMP)
-	$(BIN)/hiergen train keyframe --frozen --fixed-rate 16 --tokens data/tokens --out checkpoints/baseline \
-	  --backbone checkpoints/transformer/t2i.safetensors --threads 1
+	mkdir -p runs/baseline
+	test -f runs/baseline/keyframe.last.safetensors || ! test -f checkpoints/motion/baseline.last.safetensors || \
+	  cp checkpoints/motion/baseline.last.safetensors runs/baseline/keyframe.last.safetensors
+	$(TOKENS8K)
+	$(BIN)/hiergen train keyframe --fixed-rate 16 --tokens data/tokens8k --out runs/baseline \
+	  --backbone checkpoints/transformer/t2i.safetensors --threads 1 $(if $(BASELINE_STEPS),--steps $(BASELINE_STEPS)) \
+	  >> runs/baseline/keyframe.log 2>&1
 
 # CogVideo's two other ablations, each a keyframe model beside the shipped one (about 40 min each on one thread):
 # the whole model trained from random weights (no frozen backbone), and keyframes at one fixed rate (4 fps).
