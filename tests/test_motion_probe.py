@@ -47,3 +47,24 @@ def test_probe_refuses_the_backbone_and_an_empty_split():
         MotionProbe.build(fake_clips(2), Kind.T2I, CellCodec())
     with pytest.raises(ValueError, match="validation clips"):
         MotionProbe.build([], Kind.KEYFRAME, CellCodec())
+
+
+def test_probe_samples_with_its_plans_settings():
+    """The sampling sweep (`--top-k`, `--temperature`, `--guidance`) reaches the sampler through the plan."""
+    import dataclasses
+
+    import torch
+
+    from hiergen.runtime.plan import Plan
+    clips = fake_clips(4)
+    torch.manual_seed(0)
+    model = DualTransformer(CFG, Kind.INTERP).eval()
+
+    def tokens(**settings):
+        plan = dataclasses.replace(Plan(), **settings)
+        return [t for t, _ in MotionProbe.build(clips, Kind.INTERP, CellCodec(), n=2, plan=plan).videos(model)]
+    greedy, also_greedy = tokens(top_k=1), tokens(temperature=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(greedy, also_greedy))
+    assert not all(np.array_equal(a, b) for a, b in zip(greedy, tokens(top_k=0, temperature=2.0)))
+    guided = tokens(top_k=1, guidance={**Plan().guidance, "interp": 3.0})
+    assert not all(np.array_equal(a, b) for a, b in zip(greedy, guided))

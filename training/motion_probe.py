@@ -19,6 +19,8 @@ measures what `hiergen generate` would do with these weights.
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -119,14 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=64, help="prompts, the split's first (default 64)")
     p.add_argument("--backbone", default=None, help="the t2i checkpoint of frozen-backbone video models")
     p.add_argument("--vqvae", default="checkpoints/vqvae/final.safetensors")
+    p.add_argument("--top-k", type=int, nargs="+", default=[Plan().top_k],
+                   help=f"sampler top-k values to try (default the plan's, {Plan().top_k})")
+    p.add_argument("--temperature", type=float, nargs="+", default=[Plan().temperature],
+                   help=f"temperatures to try (default the plan's, {Plan().temperature})")
+    p.add_argument("--guidance", type=float, nargs="+", default=[1.0],
+                   help="guidance scales of the checkpoint's stage to try (default 1.0: none)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     clips = token_clips(open_tokens(args.tokens)[args.split])
+    codec = TorchCodec(load_vqvae(args.vqvae))
     for path in args.checkpoints:
         model = load_model(path, args.backbone)
-        probe = MotionProbe.build(clips, model.kind, args.vqvae, n=args.prompts)
-        print(json.dumps({"checkpoint": path, "kind": model.kind.value, "prompts": args.prompts,
-                          "split": args.split, **probe.run(model)}), flush=True)
+        for top_k, temperature, guidance in itertools.product(args.top_k, args.temperature, args.guidance):
+            plan = dataclasses.replace(Plan(), top_k=top_k, temperature=temperature,
+                                       guidance={**Plan().guidance, model.kind.value: guidance})
+            probe = MotionProbe.build(clips, model.kind, codec, n=args.prompts, plan=plan)
+            print(json.dumps({"checkpoint": path, "kind": model.kind.value, "prompts": args.prompts,
+                              "split": args.split, "top_k": top_k, "temperature": temperature,
+                              "guidance": guidance, **probe.run(model)}), flush=True)
     return 0
 
 
