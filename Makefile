@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hiergen-installed
 PROMPT ?= a large red circle moves right then up quickly
 
-.PHONY: setup demo test test-fast model motion motion-stop motion-save motion-report baseline ablations eval bench clean help
+.PHONY: setup demo test test-fast model motion motion-stop motion-save motion-report ship baseline ablations eval bench clean help
 
 help:
 	@echo "make setup   create $(VENV) with hiergen[train,dev] (CPU torch 2.13.0 unless a GPU is present)"
@@ -48,6 +48,7 @@ model: $(STAMP)
 	$(BIN)/hiergen tokenize --data data/synth --vqvae checkpoints/vqvae/final.safetensors --out data/tokens --jobs 2
 	$(BIN)/hiergen train t2i --tokens data/tokens --out checkpoints/transformer --threads 1
 	$(MAKE) motion
+	$(MAKE) ship
 
 # The video models' long run (docs/training.md, "Learning motion"): keyframe and interp side by side, one thread
 # each, every weight training from the backbone (the keyframe model on the keyframes of 20,000 clips, the
@@ -98,6 +99,13 @@ motion-save:
 	done
 	! test -f runs/baseline/keyframe.last.safetensors || \
 	  cp runs/baseline/keyframe.last.safetensors checkpoints/motion/baseline.last.safetensors
+
+# Ship the long run's finished video models: their final weights (no optimiser) become the default model's, and
+# models/default is exported again (checked, and compared with PyTorch token for token).
+ship: $(STAMP)
+	for k in keyframe interp; do cp $(RUN)/$$k.safetensors $(RUN)/$$k.history.json checkpoints/transformer/; done
+	$(BIN)/hiergen export --out models/default --force
+	$(BIN)/python -m hiergen.tools.parity --package models/default
 
 # Curves and probe tables of the long run so far, from its resume points (docs/training/*_long.*).
 motion-report: $(STAMP)
