@@ -58,13 +58,15 @@ class SharedWeights:
         self.file = open(path, "wb")
         self.referenced = 0          # bytes of all initializers, before deduplication
 
-    def externalise(self, proto: onnx.ModelProto) -> int:
-        """Move the graph's large float initializers into the shared file; returns all its initializer bytes."""
+    def externalise(self, proto: onnx.ModelProto, int8: bool = False) -> int:
+        """Move the graph's large float (and with int8, int8/uint8: quantised weights) initializers into the
+        shared file; returns all its initializer bytes."""
         total = 0
         for t in proto.graph.initializer:
             data = numpy_helper.to_array(t)
             total += data.nbytes
-            if data.dtype.kind != "f" or data.nbytes < INLINE_BELOW:
+            shared = data.dtype.kind == "f" or int8 and data.dtype in (np.int8, np.uint8)
+            if not shared or data.nbytes < INLINE_BELOW:
                 continue    # shape operands (axes, sizes) must stay inline for shape inference; tiny ones too
             raw = np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
             key = hashlib.sha256(f"{t.data_type}:{list(t.dims)}:".encode() + raw).hexdigest()

@@ -135,6 +135,7 @@ class CacheSpec:
     past_shapes: dict[str, tuple]                  # step graph's past inputs, with symbolic "batch"
     window_shapes: dict[str, tuple]                # decode graph's window-block inputs
     new_shape: tuple                               # one new key/value output
+    dtype: str = "float32"                         # the caches' element type (fp16 packages: "float16")
 
     @classmethod
     def of(cls, manifest: Manifest, model: str) -> "CacheSpec":
@@ -148,7 +149,7 @@ class CacheSpec:
                    logits_name=step.outputs[0].name, pairs=kv.pairs, frame_local=frozenset(kv.frame_local),
                    window_local=window_local, past_shapes={p: shapes[p] for p in kv.past_names},
                    window_shapes={t.name: t.shape for t in decode.inputs if t.name in window_local},
-                   new_shape=shapes[kv.pairs[0][1]])
+                   new_shape=shapes[kv.pairs[0][1]], dtype=step.input(kv.pairs[0][0]).dtype)
 
 
 class _Layout:
@@ -250,11 +251,11 @@ class HostArena(_Layout):
         self.sess = sess or model.decode_sess             # the decode graph's session these buffers are bound to
         shapes = [_shape(spec.past_shapes[past], batch) for past, _ in spec.pairs]
         new = _shape(spec.new_shape, batch)
-        self.kv = np.zeros((len(self.seq), *(shapes[self.seq[0]] if self.seq else new)), np.float32)  # may be empty
-        self.blocks = np.zeros((len(self.local), self.n_blocks, *(shapes[self.local[0]] if self.local else new)),
-                               np.float32)
-        self.new_seq = np.zeros((len(self.seq), *new), np.float32)
-        self.new_local = np.zeros((len(self.local), *new), np.float32)
+        dt = np.dtype(spec.dtype)                       # the manifest's: float32, or float16 for fp16 packages
+        self.kv = np.zeros((len(self.seq), *(shapes[self.seq[0]] if self.seq else new)), dt)  # may be empty
+        self.blocks = np.zeros((len(self.local), self.n_blocks, *(shapes[self.local[0]] if self.local else new)), dt)
+        self.new_seq = np.zeros((len(self.seq), *new), dt)
+        self.new_local = np.zeros((len(self.local), *new), dt)
         self.logits = np.zeros((batch, 1, spec.image_vocab), np.float32)
         self.tokens = np.zeros((batch, 1), np.int64)
         self.codes = np.zeros((batch, 1), np.int64)
@@ -270,7 +271,7 @@ class HostArena(_Layout):
             _bind_host(io.bind_output, spec.pairs[i][1], self.new_local[j])
         # window blocks per layer parity, one array for its pairs: (n_pairs, n_windows, B, H, block_len, hd)
         self.wblocks = [np.zeros((len(pairs), lay.n_windows,
-                                  *_shape(spec.window_shapes[spec.pairs[pairs[0]][0]], batch)), np.float32)
+                                  *_shape(spec.window_shapes[spec.pairs[pairs[0]][0]], batch)), dt)
                         for lay, pairs in zip(self.layouts, self.wpairs)]
         # each parity's window-local pairs as a slice of the sequence tensors (contiguous: see _Layout)
         starts = [self.seq.index(pairs[0]) for pairs in self.wpairs]
@@ -324,13 +325,31 @@ class HostArena(_Layout):
             src = self.wblocks[parity][:, w, :, :, at]                      # decoded codes: image tokens
             self.kv[self.wseq[parity], :, :, codes] = src.transpose(1, 2, 3, 0, 4)    # -> (pairs, B, H, n, hd)
 
-    def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
-        """A multi-token step over the arena (a prefill into a non-empty cache); its image tokens in one frame."""
+    def step_inputs(self, tokens: np.ndarray, codes: np.ndarray) -> dict[str, np.ndarray]:
+        """The step graph's inputs for new tokens at `codes` (image tokens in one frame), arena views."""
         self._sync()
         f = self.frame_of(codes[0])
         past = {self.spec.pairs[i][0]: self.kv[j] for j, i in enumerate(self.seq)}
         past.update({self.spec.pairs[i][0]: self.blocks[j, f] for j, i in enumerate(self.local)})
-        return sess.run(names, {self.spec.tokens_name: tokens, self.spec.codes_name: codes, **past})
+        return {self.spec.tokens_name: tokens, self.spec.codes_name: codes, **past}
+
+    def run_past(self, sess, tokens: np.ndarray, codes: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """A multi-token step over the arena (a prefill into a non-empty cache); its image tokens in one frame."""
+        return sess.run(names, self.step_inputs(tokens, codes))
+
+    def decode_inputs(self, tokens: np.ndarray, codes: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of what the decode graph reads for a decode step at codes[0, 0], before it runs (the
+        calibration builds capture them): tokens, codes and the bound frame / window blocks."""
+        code = int(codes[0, 0])
+        f, _ = self._decode_at(code)
+        wins = self._windows_at(code) if self.windowed else ()
+        pairs = self.spec.pairs
+        out = {self.spec.tokens_name: np.array(tokens, np.int64), self.spec.codes_name: np.array(codes, np.int64)}
+        out.update({pairs[i][0]: self.kv[j].copy() for j, i in enumerate(self.seq) if i not in self.windowed})
+        out.update({pairs[i][0]: self.blocks[j, f].copy() for j, i in enumerate(self.local)})
+        for parity, (w, _) in enumerate(wins):
+            out.update({pairs[i][0]: self.wblocks[parity][k, w].copy() for k, i in enumerate(self.wpairs[parity])})
+        return out
 
     def store(self, slots: np.ndarray, new: list[np.ndarray]) -> None:
         """Host new keys/values of a prefill (one per pair, T on the slot axis) -> the arena at `slots`."""
@@ -372,14 +391,15 @@ class DeviceArena(_Layout):
         spec = self.spec
         self.copier = copier or cuda_copier()
         new = _shape(spec.new_shape, batch)
+        self.dtype = dt = np.dtype(spec.dtype)                          # the manifest's cache element type
         self._host = []                                                 # on "cpu" the OrtValues wrap these
 
         def zeros(past: str):
-            self._host.append(np.zeros(_shape(spec.past_shapes[past], batch), np.float32))
+            self._host.append(np.zeros(_shape(spec.past_shapes[past], batch), dt))
             return ort.OrtValue.ortvalue_from_numpy(self._host[-1], device, device_id)
         self.kv = [zeros(spec.pairs[i][0]) for i in self.seq]
         self.blocks = [[zeros(spec.pairs[i][0]) for _ in range(self.n_blocks)] for i in self.local]
-        self.new = [ort.OrtValue.ortvalue_from_shape_and_type(new, np.float32, device, device_id)
+        self.new = [ort.OrtValue.ortvalue_from_shape_and_type(new, dt, device, device_id)
                     for _ in spec.pairs]
         self.logits = np.zeros((batch, 1, spec.image_vocab), np.float32)
         io = model.decode_sess.io_binding()
@@ -392,7 +412,7 @@ class DeviceArena(_Layout):
         self.wblocks = {}                                   # window-local pairs: one block per window
         for i, p in self.windowed.items():
             shape = _shape(spec.window_shapes[spec.pairs[i][0]], batch)
-            self._host += [np.zeros(shape, np.float32) for _ in range(self.layouts[p].n_windows)]
+            self._host += [np.zeros(shape, dt) for _ in range(self.layouts[p].n_windows)]
             self.wblocks[i] = [ort.OrtValue.ortvalue_from_numpy(h, device, device_id)
                                for h in self._host[-self.layouts[p].n_windows:]]
         self.io = io
@@ -400,7 +420,7 @@ class DeviceArena(_Layout):
         for parity in range(len(self.layouts)):
             self._bind_window(parity, 0)
         self.rows = new[0] * new[1]                         # B * n_head: one row per (sequence, head)
-        self.item = new[3] * 4                              # bytes of one slot (head_dim floats)
+        self.item = new[3] * dt.itemsize                    # bytes of one slot (head_dim elements)
         self.n_slots = {i: spec.past_shapes[spec.pairs[i][0]][2] for i in range(len(spec.pairs))}
         self.window_slots = self.layouts[0].block_len if self.layouts else 0
 
@@ -461,17 +481,17 @@ class DeviceArena(_Layout):
         slots = np.asarray(slots)
         T = len(slots)
         for j, i in enumerate(self.seq):
-            arr = np.ascontiguousarray(new[i], np.float32)
+            arr = np.ascontiguousarray(new[i], self.dtype)
             for first, at, n in _runs(slots):
                 self._copy(i, self.kv[j], first, arr.ctypes.data, at, T, n, HOST_TO_DEVICE)
         for j, i in enumerate(self.local):
-            arr = np.ascontiguousarray(new[i], np.float32)
+            arr = np.ascontiguousarray(new[i], self.dtype)
             for frames, at, idx in self.placements(slots):
                 for first, src, n in _runs(at, idx):
                     for g in frames:
                         self._copy(i, self.blocks[j][g], first, arr.ctypes.data, src, T, n, HOST_TO_DEVICE)
         for i, parity in self.windowed.items():
-            arr = np.ascontiguousarray(new[i], np.float32)
+            arr = np.ascontiguousarray(new[i], self.dtype)
             for windows, at, idx in self.window_placements(parity, slots):
                 for first, src, n in _runs(at, idx):
                     for w in windows:

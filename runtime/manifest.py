@@ -19,6 +19,8 @@ Layout (format "hiergen-package"):
     fragments             name -> FragmentSpec: file, inputs/outputs (name, dtype, shape with symbolic
                           axes), min/opt/max profiles, precision, weight and read bytes, SHA-256,
                           and for transformer graphs the KV-cache pairs and the step's prefill/decode graphs
+    quantization          only in a package `hiergen quantize` wrote (QuantizationSpec): its precision, the
+                          source package's SHA-256, the method, what stayed float, and the calibration set
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ CODEC_ROLES = ("encoder", "decoder")            # the VQ-VAE's fragments
 MODEL_ROLES = ("step", "prefill", "decode")     # each transformer's: new tokens through the caches, a whole
                                                 # prefix without caches, one image token through the caches
 PROFILE_LEVELS = ("min", "opt", "max")
+PRECISIONS = ("fp32", "fp16", "int8-cpu", "int8-qdq")    # a fragment's precision (calibration/precision.py)
 
 
 def fragment_name(model: str, role: str) -> str:
@@ -122,6 +125,9 @@ class FragmentSpec:
 
     @classmethod
     def from_dict(cls, name: str, d: dict) -> "FragmentSpec":
+        if d.get("precision", "fp32") not in PRECISIONS:
+            raise ValueError(f"fragment {name} has precision {d['precision']!r}; this hiergen reads "
+                             f"{', '.join(PRECISIONS)}")
         return cls(name=name, file=d["file"], inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
                    outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
                    profiles={lv: {k: tuple(v) for k, v in d["profiles"][lv].items()} for lv in d["profiles"]},
@@ -160,6 +166,45 @@ class WeightsSpec:
 
 
 @dataclass(frozen=True)
+class CalibrationSpec:
+    """The prompts whose generation gave the activations a quantised package was calibrated on."""
+    split: str                            # the synthetic split the captions come from: always "train"
+    seed: int                             # sampling seed of the first prompt (prompt i: seed + i)
+    prompts: tuple[str, ...]
+    samples: dict[str, int]               # fragment -> input sets captured
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CalibrationSpec":
+        return cls(d["split"], int(d["seed"]), tuple(d["prompts"]), {k: int(v) for k, v in d["samples"].items()})
+
+    def to_dict(self) -> dict:
+        return {"split": self.split, "seed": self.seed, "prompts": list(self.prompts), "samples": dict(self.samples)}
+
+
+@dataclass(frozen=True)
+class QuantizationSpec:
+    """How a reduced-precision package was made from an fp32 one (`hiergen quantize`)."""
+    precision: str                        # PRECISIONS, not "fp32"
+    source_package_sha256: str            # SHA-256 of the source package's manifest.json (which hashes every file)
+    method: str                           # e.g. "static QDQ, uint8 asymmetric activations, int8 per-channel weights"
+    float_ops: tuple[str, ...]            # op types left in float32 on purpose
+    calibration: CalibrationSpec | None   # None where the method needs none (fp16)
+    tables: dict[str, dict] = field(default_factory=dict)   # fragment -> {"file", "sha256"}: TensorRT EP
+                                                            # calibration tables (int8-qdq)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantizationSpec":
+        cal = d.get("calibration")
+        return cls(d["precision"], d["source_package_sha256"], d["method"], tuple(d["float_ops"]),
+                   CalibrationSpec.from_dict(cal) if cal else None, dict(d.get("tables", {})))
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "source_package_sha256": self.source_package_sha256,
+                "method": self.method, "float_ops": list(self.float_ops),
+                "calibration": self.calibration.to_dict() if self.calibration else None, "tables": dict(self.tables)}
+
+
+@dataclass(frozen=True)
 class Manifest:
     format: str
     format_version: int
@@ -172,6 +217,12 @@ class Manifest:
     frame_rates: tuple[int, ...]
     weights: WeightsSpec
     fragments: dict[str, FragmentSpec]
+    quantization: QuantizationSpec | None = None      # None: an fp32 package as export writes it
+
+    @property
+    def precision(self) -> str:
+        """The package's precision: "fp32" for an exported package, else the one `hiergen quantize` gave it."""
+        return self.quantization.precision if self.quantization else "fp32"
 
     def fragment(self, model: str, role: str) -> FragmentSpec:
         return self.fragments[fragment_name(model, role)]
@@ -188,11 +239,13 @@ class Manifest:
                    vocab=tuple(d["vocab"]), plan=Plan.from_dict(d["plan"]), source_sha256=d["source_sha256"],
                    opset=int(d["opset"]), frame_rates=tuple(d["frame_rates"]),
                    weights=WeightsSpec.from_dict(d["weights"]),
-                   fragments={n: FragmentSpec.from_dict(n, f) for n, f in d["fragments"].items()})
+                   fragments={n: FragmentSpec.from_dict(n, f) for n, f in d["fragments"].items()},
+                   quantization=QuantizationSpec.from_dict(d["quantization"]) if "quantization" in d else None)
 
     def to_dict(self) -> dict:
         return {"format": self.format, "format_version": self.format_version,
                 "model_config": self.model_config.to_dict(), "vq_config": dict(self.vq_config),
                 "vocab": list(self.vocab), "plan": self.plan.to_dict(), "source_sha256": self.source_sha256,
                 "opset": self.opset, "frame_rates": list(self.frame_rates), "weights": self.weights.to_dict(),
-                "fragments": {n: f.to_dict() for n, f in self.fragments.items()}}
+                "fragments": {n: f.to_dict() for n, f in self.fragments.items()},
+                **({"quantization": self.quantization.to_dict()} if self.quantization else {})}

@@ -1,0 +1,322 @@
+"""`hiergen quantize`: an fp32 model package -> a new package at fp16, int8-cpu or int8-qdq.
+
+    quantize_package("models/default", "out/int8-cpu", Precision.INT8_CPU)
+
+An offline transform that writes a new artifact in the same format (manifest,
+fragments, one shared weights file): every fragment's precision and tensor
+dtypes in the manifest, plus a `quantization` block with the source package's
+SHA-256 (of its manifest.json, which hashes every file), the method, the ops
+left in float32 and the calibration set. The runtime reads the precision from
+the manifest; nothing else changes for it.
+
+The flavours (docs/precision.md has the measurements):
+- fp16: onnxruntime.transformers.float16; weights, activations and the KV
+  caches (graph inputs/outputs, so the arenas are fp16) in float16;
+  LayerNormalization, Softmax and the logits head in float32; the logits
+  output stays float32 for the sampler; the VQ-VAE keeps its uint8/int64 IO.
+- int8-cpu: INT8_CPU_METHOD, what measured fastest on ONNX Runtime's CPU
+  provider: "dynamic" (int8 per-channel weights, activations quantised per
+  call, no calibration) or "static" (Q/DQ, uint8 asymmetric activations from
+  the calibration ranges, int8 per-channel weights).
+- int8-qdq: static Q/DQ, int8 symmetric activations and weights (zero points
+  0), per-channel weights: explicit quantisation as TensorRT 10's strongly
+  typed networks and TensorRT 11 require; plus a calibration table per
+  fragment (ORT's format) for ONNX Runtime's TensorRT EP running the fp32
+  graphs with implicit INT8 (TensorRT 10 only).
+In both int8 flavours only the weight MatMuls (QKV, output projection, MLP)
+and the VQ-VAE's Convs are quantised. Float: the attention MatMuls
+(scores and probabilities x values read the float KV caches), Softmax,
+LayerNormalization, GELU, the residual Adds and the logits head (FLOAT_OPS).
+
+Nothing half-written: the package is built in a temporary sibling folder and
+renamed into place at the end; an error or an interrupt removes it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from hiergen.calibration.capture import SPLIT, calibration_prompts, capture
+from hiergen.calibration.precision import Precision, PrecisionError
+from hiergen.fileio import hash_file, temp_dir_beside
+from hiergen.runtime.manifest import (FRAGMENTS, CalibrationSpec, FragmentSpec, Manifest, QuantizationSpec,
+                                      TensorSpec, WeightsSpec)
+from hiergen.runtime.package import PackageError, open_package, sha256
+
+# int8-cpu: dynamic or static Q/DQ, whichever ran decode steps faster on this machine's ONNX Runtime CPU
+# provider (docs/precision.md, "int8-cpu: static or dynamic"; re-measure: python -m hiergen.calibration.speed).
+INT8_CPU_METHOD = "dynamic"
+FLOAT_OPS = ("Softmax", "LayerNormalization", "Gelu", "attention MatMuls (activation x activation)", "logits head")
+CALIBRATION_TABLES = "calibration"         # the int8-qdq package's folder of per-fragment TensorRT EP tables
+
+
+class QuantizeInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `hiergen quantize`; the message says that nothing was written."""
+
+
+def package_sha256(path: str | os.PathLike) -> str:
+    """A package's identity: the SHA-256 of its manifest.json, which holds every file's SHA-256."""
+    return sha256(Path(path) / "manifest.json")
+
+
+def method_of(precision: Precision, int8_cpu: str = INT8_CPU_METHOD) -> str:
+    return {Precision.FP16: "fp16 (onnxruntime.transformers.float16), float32 where FLOAT_OPS",
+            Precision.INT8_CPU: ("dynamic: int8 per-channel weights, activations quantised per call (the VQ-VAE: "
+                                 "static Q/DQ, uint8 asymmetric activations, int8 per-channel weights)"
+                                 if int8_cpu == "dynamic" else
+                                 "static Q/DQ: uint8 asymmetric activations, int8 per-channel weights"),
+            Precision.INT8_QDQ: "static Q/DQ: int8 symmetric activations and per-channel weights (zero points 0)"
+            }[precision]
+
+
+def needs_calibration(precision: Precision) -> bool:
+    """Both int8 flavours: static Q/DQ graphs need activation ranges (and int8-cpu's VQ-VAE Convs are static
+    either way: ONNX Runtime's dynamic quantiser leaves Convs in float)."""
+    return precision.int8
+
+
+# ------------------------------------------------------------ graph helpers
+def logits_head(proto, logits: str) -> list[str]:
+    """Names of the nodes from the last MatMul(s) before the `logits` output to it: the head stays float."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    out, todo, seen = [], [logits], set()
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        out.append(node.name)
+        if node.op_type not in ("MatMul", "Gemm"):
+            todo += list(node.input)
+    return out
+
+
+def activation_matmuls(proto) -> list[str]:
+    """MatMuls whose B is no initializer (attention scores, probabilities x values): left in float."""
+    inits = {t.name for t in proto.graph.initializer}
+    return [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] not in inits]
+
+
+def toposort(proto):
+    """The graph's nodes in an order where every input is made before it is read (the ONNX checker's rule)."""
+    nodes = list(proto.graph.node)
+    made = {i.name for i in proto.graph.input} | {t.name for t in proto.graph.initializer} | {""}
+    order, pending = [], list(range(len(nodes)))
+    while pending:
+        ready = [k for k in pending if all(i in made for i in nodes[k].input)]
+        if not ready:
+            raise ValueError(f"{proto.graph.name}: the graph has a cycle or an input nothing makes")
+        for k in ready:
+            made.update(nodes[k].output)
+        order += [nodes[k] for k in ready]
+        taken = set(ready)
+        pending = [k for k in pending if k not in taken]
+    del proto.graph.node[:]
+    proto.graph.node.extend(order)
+    return proto
+
+
+_DTYPES = {1: "float32", 10: "float16", 7: "int64", 2: "uint8", 3: "int8", 9: "bool"}
+
+
+def io_dtypes(proto) -> dict[str, str]:
+    return {v.name: _DTYPES[v.type.tensor_type.elem_type] for v in list(proto.graph.input) + list(proto.graph.output)}
+
+
+class FeedReader:
+    """onnxruntime.quantization's CalibrationDataReader over captured feeds (only the graph's inputs)."""
+
+    def __init__(self, feeds: list[dict], names: list[str]):
+        self.items = [{k: f[k] for k in names} for f in feeds]
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.items):
+            return None
+        self.i += 1
+        return self.items[self.i - 1]
+
+    def rewind(self):
+        self.i = 0
+
+
+# ------------------------------------------------------------ one fragment
+def convert_fragment(src: Path, spec: FragmentSpec, precision: Precision, feeds: list[dict] | None,
+                     work: Path, table_dir: Path | None = None, int8_cpu: str = INT8_CPU_METHOD):
+    """The fragment's graph at `precision` as an in-memory ModelProto (initializers inline)."""
+    import onnx
+    path = src / spec.file
+    proto = onnx.load(str(path))                               # with its external data from the package
+    logits = spec.outputs[0].name if spec.kv_cache is not None else None
+    head = logits_head(proto, logits) if logits else []
+    if precision is Precision.FP16:
+        from onnxruntime.transformers import float16
+        keep = [logits] if logits else True                    # caches fp16; logits, tokens and frames as they are
+        proto = float16.convert_float_to_float16(
+            proto, keep_io_types=keep, op_block_list=float16.DEFAULT_OP_BLOCK_LIST + ["LayerNormalization", "Softmax"],
+            node_block_list=head)
+        return toposort(proto)               # the converter appends some of its Casts after their consumers
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    exclude = head + activation_matmuls(proto)
+    out = work / spec.file
+    inline = work / f"fp32_{spec.file}"
+    onnx.save_model(proto, str(inline))                        # self-contained: the quantiser reads one file
+    if precision is Precision.INT8_CPU and int8_cpu == "dynamic" and spec.model != "vqvae":
+        quantize_dynamic(str(inline), str(out), op_types_to_quantize=["MatMul"], per_channel=True,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                         extra_options={"MatMulConstBOnly": True})
+        return onnx.load(str(out))
+    qdq = precision is Precision.INT8_QDQ
+    names = [t.name for t in spec.inputs]
+    cache = work / f"{spec.name}.ranges.json"
+    quantize_static(str(inline), str(out), FeedReader(feeds, names), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["MatMul", "Conv"], per_channel=True,
+                    activation_type=QuantType.QInt8 if qdq else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": qdq, "WeightSymmetric": True},
+                    calibration_cache_path=str(cache))
+    if table_dir is not None:
+        write_trt_table(cache, table_dir, spec.name)
+    return onnx.load(str(out))
+
+
+def write_trt_table(ranges_json: Path, folder: Path, fragment: str) -> Path:
+    """ONNX Runtime's TensorRT EP calibration table (its flatbuffers format, trt_int8_calibration_table_name)
+    for one fragment's float tensors, from the calibration ranges quantize_static saved."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+    from onnxruntime.quantization.quant_utils import write_calibration_table
+    ranges = dict(load_tensors_data(ranges_json).data)          # tensor name -> TensorData(lowest, highest)
+    sub = folder / fragment
+    sub.mkdir(parents=True, exist_ok=True)
+    write_calibration_table(ranges, dir=str(sub))
+    return sub / "calibration.flatbuffers"
+
+
+# ------------------------------------------------------------ the package
+def check_source(manifest: Manifest, src: Path) -> None:
+    if manifest.quantization is not None or any(f.precision != "fp32" for f in manifest.fragments.values()):
+        made = manifest.quantization
+        raise PrecisionError(f"{src} is already quantised ({manifest.precision}"
+                             + (f", made from the package with manifest SHA-256 {made.source_package_sha256[:12]}"
+                                if made else "") + "): quantise the fp32 package it was made from")
+
+
+def _refuse_existing(out: Path, force: bool) -> None:
+    if out.exists() and not force and not (out.is_dir() and not any(out.iterdir())):
+        raise PrecisionError(f"{out} exists; pass --force to replace it, or choose another --out")
+
+
+def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: Precision | str,
+                     prompts: list[str] | None = None, n_prompts: int = 8, seed: int = 0, keep: int = 24,
+                     force: bool = False, log: Callable[[str], None] | None = None,
+                     int8_cpu: str = INT8_CPU_METHOD) -> Path:
+    """Write package `out`: package `src` (fp32) at `precision`. prompts: the calibration captions (default:
+    n_prompts drawn from the training split with `seed`). Raises PrecisionError / PackageError; an interrupt
+    raises QuantizeInterrupted. Nothing is left at `out` (or beside it) unless the whole package was written.
+    int8_cpu: "dynamic" or "static", the int8-cpu transformer graphs' method (the A/B of INT8_CPU_METHOD)."""
+    from hiergen.export.package import SharedWeights, read_bytes
+    precision = Precision.parse(precision) if isinstance(precision, str) else precision
+    if int8_cpu not in ("dynamic", "static"):
+        raise PrecisionError(f"int8_cpu is 'dynamic' or 'static', not {int8_cpu!r}")
+    if precision is Precision.FP32:
+        raise PrecisionError("fp32 is the exported package itself: choose fp16, int8-cpu or int8-qdq")
+    missing = [m for m in ("onnx", "onnxruntime.quantization") if importlib.util.find_spec(m.split(".")[0]) is None]
+    if missing:
+        raise PrecisionError(f"hiergen quantize needs {', '.join(missing)}: pip install 'hiergen[train]'")
+    src, out = Path(src), Path(out)
+    if out.resolve() == src.resolve():
+        raise PrecisionError(f"--out {out} is the source package: write the {precision.value} package elsewhere")
+    manifest = open_package(src)
+    check_source(manifest, src)
+    _refuse_existing(out, force)
+    say = log or (lambda s: None)
+    calibration, samples = None, {}
+    if needs_calibration(precision):
+        if prompts is None:
+            prompts = calibration_prompts(n_prompts, seed)
+        if not prompts:
+            raise PrecisionError(f"no calibration set: {precision.value} needs calibration prompts (training "
+                                 "captions, one per line in --calibration-prompts, or --calibration N)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir_beside(out)
+    work = Path(tempfile.mkdtemp(prefix="hiergen-quantize-"))
+    try:
+        if needs_calibration(precision):
+            say(f"calibration: generating {len(prompts)} training-split prompts through the runtime (seed {seed})")
+            samples = capture(src, prompts, seed, keep=keep)
+            empty = [f for f in FRAGMENTS if not samples.get(f)]
+            if empty:
+                raise PrecisionError(f"the calibration set has no inputs for {', '.join(empty)}: calibrate with "
+                                     "prompts that generate whole videos (training captions)")
+            calibration = CalibrationSpec(SPLIT, seed, tuple(prompts), {f: len(samples[f]) for f in FRAGMENTS})
+        weights = SharedWeights(tmp / manifest.weights.file)
+        tables = tmp / CALIBRATION_TABLES if precision is Precision.INT8_QDQ else None
+        fragments = {}
+        for name in FRAGMENTS:
+            spec = manifest.fragments[name]
+            say(f"{name}: {precision.value}")
+            proto = convert_fragment(src, spec, precision, samples.get(name), work, tables, int8_cpu)
+            read = read_bytes(proto)
+            weight_bytes = weights.externalise(proto, int8=precision.int8)
+            import onnx
+            onnx.save_model(proto, str(tmp / spec.file))
+            dtypes = io_dtypes(proto)
+            fragments[name] = replace(
+                spec, precision=precision.value, weight_bytes=weight_bytes, read_bytes=read,
+                sha256=sha256(tmp / spec.file),
+                inputs=tuple(TensorSpec(t.name, dtypes[t.name], t.shape) for t in spec.inputs),
+                outputs=tuple(TensorSpec(t.name, dtypes[t.name], t.shape) for t in spec.outputs))
+        weights.close()
+        q = QuantizationSpec(precision=precision.value, source_package_sha256=package_sha256(src),
+                             method=method_of(precision, int8_cpu), float_ops=FLOAT_OPS, calibration=calibration,
+                             tables=_tables(tmp, tables))
+        m = replace(manifest, fragments=fragments, quantization=q,
+                    weights=WeightsSpec(weights.path.name, sha256(weights.path), weights.size, weights.referenced))
+        (tmp / "manifest.json").write_text(json.dumps(m.to_dict(), indent=1) + "\n")
+        _swap(tmp, out)
+    except KeyboardInterrupt:
+        raise QuantizeInterrupted(f"interrupted: nothing was written at {out}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def _tables(root: Path, tables: Path | None) -> dict[str, dict]:
+    """fragment -> {"file", "sha256"} of each calibration table written under `tables`."""
+    if tables is None or not tables.exists():
+        return {}
+    return {p.parent.name: {"file": str(p.relative_to(root)), "sha256": hash_file(p).hexdigest()}
+            for p in sorted(tables.glob("*/calibration.flatbuffers"))}
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """At every moment `out` is the old package (or nothing) or the whole new one."""
+    if out.exists():
+        trash = out.with_name(f".{out.name}.old")
+        shutil.rmtree(trash, ignore_errors=True)
+        out.rename(trash)
+        tmp.rename(out)
+        shutil.rmtree(trash)
+    else:
+        tmp.rename(out)
+
+
+def check_tables(root: Path, manifest: Manifest) -> None:
+    """The calibration tables a package lists are present and unmodified."""
+    if manifest.quantization is None:
+        return
+    for t in manifest.quantization.tables.values():
+        f = root / t["file"]
+        if not f.is_file() or hash_file(f).hexdigest() != t["sha256"]:
+            raise PackageError(f"{f} is missing or does not match its SHA-256 in the manifest: re-run hiergen quantize")
+
