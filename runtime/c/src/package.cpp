@@ -196,7 +196,12 @@ Manifest open_package(const std::string &dir) {
         throw Error(HIERGEN_ERR_PACKAGE, p + " is malformed (" + e.what() + "): " + kFix);
     }
     // This library runs the fp32 reference fragments only (quantized builds are for the Python runtime).
-    std::string top = m.contains("precision") && m["precision"].is_string() ? m["precision"].get<std::string>() : "fp32";
+    // (`hiergen quantize` writes a "quantization" block naming the package's precision.)
+    std::string top = "fp32";
+    if (m.contains("quantization") && m["quantization"].is_object() && m["quantization"].contains("precision"))
+        top = m["quantization"]["precision"].is_string() ? m["quantization"]["precision"].get<std::string>() : "?";
+    else if (m.contains("precision") && m["precision"].is_string())
+        top = m["precision"].get<std::string>();
     if (top != "fp32")
         throw Error(HIERGEN_ERR_PACKAGE, p + " is a " + top + " package; libhiergen runs fp32 packages only: "
                                              "load the fp32 package (models/default) or use the Python runtime");
