@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hiergen-installed
 PROMPT ?= a large red circle moves right then up quickly
 
-.PHONY: setup demo test test-fast model motion motion-stop motion-save motion-report ship baseline ablations eval bench clean help
+.PHONY: setup demo test test-fast clib model motion motion-stop motion-save motion-report ship baseline ablations eval bench clean help
 
 help:
 	@echo "make setup   create $(VENV) with hiergen[train,dev] (CPU torch 2.13.0 unless a GPU is present)"
@@ -15,6 +15,7 @@ help:
 	@echo "make motion  start or continue the video models' long run (resumes where it stopped)"
 	@echo "make eval    score 200 held-out prompts: hierarchical vs frame-by-frame and the ablations (docs/eval/generated.*)"
 	@echo "make bench   time ONNX Runtime against the PyTorch reference (docs/bench/cpu.*)"
+	@echo "make clib    build libhiergen, the C library, with CMake in build/clib (docs/embedding.md)"
 
 setup: $(STAMP)
 
@@ -34,7 +35,14 @@ demo: $(STAMP)
 	mkdir -p out
 	$(BIN)/hiergen generate $(PROMPT) -o out/demo.mp4 --gif --sheet
 
-test: $(STAMP)
+# libhiergen, the C library (docs/embedding.md): ONNX Runtime for it (scripts/get-onnxruntime.sh), then CMake in
+# build/clib. `make test` builds it first; where cmake or a C++ compiler is missing its tests are skipped.
+clib: $(STAMP)
+	@if command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1; then \
+	  $(BIN)/python -m hiergen.tools.clib build; \
+	else echo "warning: cmake or a C++ compiler is missing: libhiergen is not built and its tests are skipped"; fi
+
+test: $(STAMP) clib
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -121,6 +121,9 @@ class Timed:
 # ------------------------------------------------------------ worker (one backend, own process)
 def worker(backend: str, cfg: dict) -> dict:
     """Load one backend's pipeline, warm up, time `runs` videos; a JSON-able report."""
+    if backend == "clib":                          # the C library (libhiergen) through ctypes
+        from hiergen.tools.bench_clib import worker as clib_worker
+        return clib_worker(cfg)
     if backend == "torch":
         import torch
         torch.set_num_threads(cfg["threads"] or os.cpu_count() or 1)

@@ -60,6 +60,8 @@ def bench(args) -> int:
         if out:
             check_writable(out)
     for b in backends:
+        if b == "clib":                     # the C library (libhiergen, make clib) on ONNX Runtime's CPU provider
+            continue
         if b != "torch":
             providers_for(b)
             continue
