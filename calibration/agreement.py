@@ -1,6 +1,5 @@
 """Next-token agreement of reduced-precision packages with their fp32 source, under teacher forcing.
 
-    python -m hiergen.calibration.agreement --reference models/default out/fp16 out/int8-cpu --prompts 8
     hiergen agreement --reference models/default out/fp16 out/int8-cpu --prompts 8 --json out/agreement.json
 
 The fp32 package generates each held-out test prompt's 33-frame video (prompt
@@ -13,9 +12,6 @@ fp32's, and the largest absolute logit difference.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import warnings
 
 from hiergen.calibration.capture import STAGES, Tape, TapeRecorder, replay
@@ -67,28 +63,3 @@ def markdown(result: dict) -> str:
         cells = [f"{100 * r['stages'][s]['top1']:.1f} ({r['stages'][s]['max_logit_diff']:.3f})" for s in stages]
         lines.append(f"| {p} | {r['precision']} | " + " | ".join(cells) + f" | {100 * r['top1_all']:.1f} |")
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hiergen.calibration.agreement", description=__doc__.split("\n")[0])
-    p.add_argument("packages", nargs="+")
-    p.add_argument("--reference", default=None, help="the fp32 package (default: the shipped models/default)")
-    p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--json")
-    p.add_argument("--markdown")
-    a = p.parse_args(argv)
-    from hiergen.runtime.pipeline import DEFAULT_PACKAGE
-    r = agreement(str(a.reference or DEFAULT_PACKAGE), a.packages, a.prompts)
-    text = markdown(r)
-    print(text)
-    if a.json:
-        from hiergen.fileio import write_json
-        write_json(a.json, r)
-    if a.markdown:
-        from hiergen.fileio import write_text
-        write_text(a.markdown, text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

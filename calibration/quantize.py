@@ -49,7 +49,7 @@ from hiergen.calibration.precision import Precision, PrecisionError
 from hiergen.fileio import hash_file, temp_dir_beside
 from hiergen.runtime.manifest import (FRAGMENTS, CalibrationSpec, FragmentSpec, Manifest, QuantizationSpec,
                                       TensorSpec, WeightsSpec)
-from hiergen.runtime.package import PackageError, open_package, sha256
+from hiergen.runtime.package import open_package, sha256
 
 # int8-cpu: dynamic or static Q/DQ, whichever ran decode steps faster on this machine's ONNX Runtime CPU
 # provider (docs/precision.md, "int8-cpu: static or dynamic"; re-measure: python -m hiergen.calibration.speed).
@@ -309,14 +309,3 @@ def _swap(tmp: Path, out: Path) -> None:
         shutil.rmtree(trash)
     else:
         tmp.rename(out)
-
-
-def check_tables(root: Path, manifest: Manifest) -> None:
-    """The calibration tables a package lists are present and unmodified."""
-    if manifest.quantization is None:
-        return
-    for t in manifest.quantization.tables.values():
-        f = root / t["file"]
-        if not f.is_file() or hash_file(f).hexdigest() != t["sha256"]:
-            raise PackageError(f"{f} is missing or does not match its SHA-256 in the manifest: re-run hiergen quantize")
-

@@ -54,6 +54,9 @@ COMMANDS = {
     "vqvae-quality": "hiergen.training.commands:vqvae_quality",
     "reference": "hiergen.training.commands:reference",
     "export": "hiergen.export.commands:export",
+    "quantize": "hiergen.calibration.commands:quantize",
+    "build-engine": "hiergen.calibration.commands:build_engine",
+    "agreement": "hiergen.calibration.commands:agreement",
 }
 NEEDS_TORCH = ("hiergen.training", "hiergen.export")
 
@@ -343,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the full result as JSON here")
     s.add_argument("--markdown", help="write the tables as markdown here")
     s.add_argument("--no-rss", action="store_true", help="skip the extra `hiergen generate` run for peak memory")
+    s.add_argument("--compare", action="append", metavar="NAME=PACKAGE",
+                   help="also run this package (e.g. `hiergen quantize`'s int8-cpu) on each ONNX Runtime backend, "
+                        "interleaved in the same rounds: speed-ups per stage and weight size against --model "
+                        "(repeatable)")
 
     s = sub.add_parser("reference", help="generate a video with the PyTorch reference generator (checkpoints)",
                        formatter_class=_Formatter,
@@ -387,6 +394,62 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.add_argument("--no-onnx-checker", action="store_true",
                    help="skip the ONNX checker even where onnx is installed (faster)")
+
+    s = sub.add_parser("quantize", help="write an fp16, int8-cpu or int8-qdq copy of an fp32 model package",
+                       formatter_class=_Formatter,
+                       description="Turn an fp32 model package into a new package of the same format at another "
+                                   "precision: fp16 (weights, activations and KV caches; LayerNorm, softmax and "
+                                   "logits in fp32), int8-cpu (the fastest int8 on ONNX Runtime's CPU provider) or "
+                                   "int8-qdq (symmetric int8 Q/DQ for TensorRT). The int8 flavours are calibrated "
+                                   "on activations captured while the runtime generates training-split prompts. "
+                                   "The manifest records each fragment's precision, the source package's SHA-256 "
+                                   "and the calibration set. Needs onnx (pip install 'hiergen[train]'). Written to "
+                                   "a temporary folder and renamed at the end.",
+                       epilog="examples:\n  hiergen quantize models/default --precision int8-cpu --out out/int8-cpu\n"
+                              "  hiergen quantize models/default --precision int8-qdq --out out/int8-qdq "
+                              "--calibration 16 --seed 1\n"
+                              "  hiergen quantize models/default --precision fp16 --out out/fp16")
+    s.add_argument("package", help="the fp32 package, e.g. models/default")
+    s.add_argument("--precision", required=True, metavar="PRECISION", help="fp16, int8-cpu or int8-qdq")
+    s.add_argument("--out", required=True, help="folder of the new package")
+    s.add_argument("--calibration", type=int, default=None, metavar="N",
+                   help="int8: calibrate on N training-split prompts drawn with --seed (default 8)")
+    s.add_argument("--calibration-prompts", metavar="FILE",
+                   help="int8: calibrate on these captions instead, one per line (no held-out colour/shape pair)")
+    s.add_argument("--samples", type=int, default=24,
+                   help="input sets kept per graph, sampled over all steps (default 24)")
+    s.add_argument("--seed", type=int, default=0, help="calibration seed: prompts drawn and sampled (default 0)")
+    s.add_argument("--force", action="store_true", help="replace an existing folder at --out")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    s = sub.add_parser("build-engine", help="build TensorRT engines for a model package (cached by hash and GPU)",
+                       formatter_class=_Formatter,
+                       description="Build one TensorRT engine per fragment through the TensorRT Python API (10.x or "
+                                   "11.x), strongly typed from the package's fp16 or Q/DQ graphs, with the "
+                                   "manifest's min/opt/max shapes as the optimisation profile and a shared timing "
+                                   "cache. Engines are cached under a key of fragment SHA-256, TensorRT version, "
+                                   "GPU name and compute capability, precision and profiles; a stale engine is "
+                                   "rebuilt, never loaded. Needs TensorRT and an NVIDIA GPU.",
+                       epilog="examples:\n  hiergen quantize models/default --precision int8-qdq --out out/int8-qdq\n"
+                              "  hiergen build-engine out/int8-qdq --precision int8-qdq\n"
+                              "  hiergen build-engine out/fp16 --cache /data/engines")
+    s.add_argument("package", help="package folder (its precision is in its manifest)")
+    s.add_argument("--precision", default=None, metavar="PRECISION",
+                   help="fp32, fp16 or int8-qdq: must be the package's (default: the package's)")
+    s.add_argument("--cache", default=None, help="engine cache folder (default ~/.cache/hiergen/engines/<package>)")
+
+    s = sub.add_parser("agreement", help="next-token agreement of reduced-precision packages with fp32 (teacher forcing)",
+                       formatter_class=_Formatter,
+                       description="Generate held-out prompts with the fp32 package, replay its exact inputs "
+                                   "through each other package, and report per stage the share of positions whose "
+                                   "top-1 token matches fp32's and the largest logit difference.",
+                       epilog="examples:\n  hiergen agreement out/fp16 out/int8-cpu out/int8-qdq --prompts 8\n"
+                              "  hiergen agreement out/int8-cpu --reference models/default --json out/agreement.json")
+    s.add_argument("packages", nargs="+", help="packages to compare with the reference")
+    s.add_argument("--reference", default=None, help="the fp32 package (default: the shipped models/default)")
+    s.add_argument("--prompts", type=int, default=8, help="held-out test prompts (default 8)")
+    s.add_argument("--json", help="write the result as JSON here")
+    s.add_argument("--markdown", help="write the table as markdown here")
 
     s = sub.add_parser("vqvae-quality", help="PSNR, codebook usage and perplexity of the tokenizer on held-out frames",
                        formatter_class=_Formatter,

@@ -60,7 +60,16 @@ def session(pkg: Path, spec: FragmentSpec, providers: list[str], threads: int | 
     # a pool left spinning after its last run took a core from the next session's run: the VQ-VAE
     # decoder ran 113 ms after the batch-8 decode steps instead of 66 ms (docs/runtime.md, "Spinning").
     so.add_session_config_entry("session.force_spinning_stop", "1")
-    return ort.InferenceSession(str(pkg / spec.file), so, providers=providers)
+    return ort.InferenceSession(str(pkg / spec.file), so, providers=[_with_options(p, pkg, spec) for p in providers])
+
+
+def _with_options(provider: str, pkg: Path, spec: FragmentSpec):
+    """The TensorRT EP with its options from the package (precision, profiles, engine cache:
+    runtime/tensorrt.py); other providers as they are."""
+    if provider != PROVIDERS["tensorrt"]:
+        return provider
+    from hiergen.runtime.tensorrt import default_cache_dir, ort_trt_options
+    return provider, ort_trt_options(spec, default_cache_dir(pkg))
 
 
 class OrtStepModel:

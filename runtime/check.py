@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from hiergen.runtime.manifest import FRAGMENTS
-from hiergen.runtime.package import FIX, PackageError, open_package
+from hiergen.runtime.package import FIX, PackageError, open_package, verify_file
 
 
 def _onnx_check(f: str) -> None:
@@ -36,6 +36,8 @@ def check_package(path: str | os.PathLike, onnx_checker: bool | None = None) -> 
 
     root = Path(path)
     m = open_package(root)
+    for table in (m.quantization.tables.values() if m.quantization else ()):   # int8-qdq: TensorRT EP tables
+        verify_file(root, table["file"], table["sha256"])
     if onnx_checker is None:
         onnx_checker = importlib.util.find_spec("onnx") is not None
     so = ort.SessionOptions()
@@ -55,5 +57,5 @@ def check_package(path: str | os.PathLike, onnx_checker: bool | None = None) -> 
         if names != want:
             raise PackageError(f"{f} has inputs/outputs {names}, the manifest says {want}: {FIX}")
     checks = ["manifest", "sha256", "onnxruntime load"] + (["onnx checker", "shape inference"] if onnx_checker else [])
-    return {"path": str(root), "format": m.format, "format_version": m.format_version,
+    return {"path": str(root), "format": m.format, "format_version": m.format_version, "precision": m.precision,
             "fragments": len(m.fragments), "checks": checks, "manifest": m}

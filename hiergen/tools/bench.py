@@ -254,11 +254,21 @@ def step_bytes(manifest: Manifest, model: str, batch: int) -> int:
     spec = manifest.fragment(model, "step")
     spec = manifest.fragments.get(spec.decode, spec)          # the graph decode steps run
     shapes = {t.name: t.shape for t in spec.inputs}
-    kv = sum(int(np.prod([batch if d == "batch" else d for d in shapes[past]])) * 4
-             for past in spec.kv_cache.past_names)
+    kv = sum(int(np.prod([batch if d == "batch" else d for d in shapes[past]]))
+             * np.dtype(spec.input(past).dtype).itemsize for past in spec.kv_cache.past_names)   # fp16 caches: 2
     read = spec.read_bytes
     weights = read["fixed"] + batch * read["per_sequence"] if read else spec.weight_bytes
     return weights + kv
+
+
+def _ratios(main: dict, other: dict) -> dict:
+    """Speed-ups of `other` over `main` (main's time over other's): the video and each stage's decode step."""
+    out = {"video": main["video_latency_s"] / other["video_latency_s"]}
+    for stage, s in main["stages"].items():
+        o = other["stages"].get(stage, {})
+        if s.get("decode_step_ms") and o.get("decode_step_ms"):
+            out[stage] = s["decode_step_ms"] / o["decode_step_ms"]
+    return out
 
 
 def markdown(result: dict) -> str:
@@ -273,6 +283,22 @@ def markdown(result: dict) -> str:
     for name, b in result["backends"].items():
         ratio = f"{ref / b['video_latency_s']:.2f}x" if ref else "-"
         lines.append(f"| {name} ({b['device']}) | {b['video_latency_s']:.3f} | {ratio} | {b['peak_rss_mb']:.0f} |")
+    if result.get("packages"):
+        main = next(k for k in result["backends"] if k != "torch")
+        w0 = result["packages"][main]["weights"]
+        stages = list(result["backends"][main]["stages"])
+        lines += ["", "Packages, interleaved in the same rounds (speed-up: the main package's median time over this "
+                      "one's; weights: the package's weights file):", "",
+                  "| entry | precision | weights (MB) | weights vs main | all files (MB) | video speed-up | "
+                  + " | ".join(f"{s} step speed-up" for s in stages) + " |",
+                  "|---|---|---:|---:|---:|---:|" + "---:|" * len(stages)]
+        for key, p in result["packages"].items():
+            r = result.get("vs_main", {}).get(key, {})
+            cells = [f"{r[s]:.2f}x" if s in r else "-" for s in stages]
+            lines.append(f"| {key} | {p['precision']} | {p['weights'] / 1e6:.2f} | {100 * p['weights'] / w0:.0f}% | "
+                         f"{p['files'] / 1e6:.2f} | {r['video']:.2f}x | " if r else
+                         f"| {key} | {p['precision']} | {p['weights'] / 1e6:.2f} | 100% | {p['files'] / 1e6:.2f} | - | ")
+            lines[-1] += " | ".join(cells) + " |"
     for b, n in result.get("tokens_differ_from_torch", {}).items():
         lines.append(f"\nSame seed, {b} vs the PyTorch reference: {n} of {result['tokens_per_video']} tokens differ.")
     if result.get("generate_peak_rss_mb"):
@@ -315,10 +341,21 @@ def merge_reports(reports: list[dict]) -> dict:
             "torch_loaded": any(r["torch_loaded"] for r in reports)}
 
 
+def package_bytes(path: str) -> dict[str, int]:
+    """A package's weights file and all its files (graphs, weights, tables), in bytes."""
+    from hiergen.runtime.package import load_manifest
+    m = load_manifest(path)
+    files = [f for f in Path(path).rglob("*") if f.is_file()]
+    return {"weights": (Path(path) / m.weights.file).stat().st_size, "files": sum(f.stat().st_size for f in files)}
+
+
 def bench(model: str | None, backends: list[str], checkpoints: str | None, vqvae: str | None, runs: int,
-          frames: int, prompt: str, seed: int, threads: int | None, rss: bool = True, rounds: int = 1) -> dict:
+          frames: int, prompt: str, seed: int, threads: int | None, rss: bool = True, rounds: int = 1,
+          packages: dict[str, str] | None = None) -> dict:
     """`rounds` > 1 runs the backends' workers in turn that many times (each round `runs` timed videos
-    per backend, after its own warm-up), so a drift in the machine's speed reaches every backend alike."""
+    per backend, after its own warm-up), so a drift in the machine's speed reaches every backend alike.
+    packages: NAME -> another package (e.g. `hiergen quantize`'s int8-cpu), run on each ONNX Runtime backend
+    beside `model` in the same rounds, reported as "BACKEND NAME" against its own bandwidth bound."""
     from hiergen.runtime.package import load_manifest
     from hiergen.runtime.pipeline import DEFAULT_PACKAGE
 
@@ -328,28 +365,37 @@ def bench(model: str | None, backends: list[str], checkpoints: str | None, vqvae
     tokens: dict[str, np.ndarray] = {}
     cfg = {"model": model, "checkpoints": checkpoints, "vqvae": vqvae, "runs": runs, "frames": frames,
            "prompt": prompt, "seed": seed, "threads": threads}
-    raw: dict[str, list[dict]] = {b: [] for b in backends}
+    entries = {b: (b, model) for b in backends}           # report key -> (backend, package)
+    entries.update({f"{b} {name}": (b, str(pkg)) for name, pkg in (packages or {}).items()
+                    for b in backends if b != "torch"})
+    manifests = {key: manifest if pkg == model else load_manifest(pkg) for key, (_, pkg) in entries.items()}
+    raw: dict[str, list[dict]] = {key: [] for key in entries}
     before = bandwidth
     for r in range(rounds):
-        for b in backends:
-            print(f"bench: {b}" + (f", round {r + 1} of {rounds}" if rounds > 1 else "") + " ...",
+        for key, (b, pkg) in entries.items():
+            print(f"bench: {key}" + (f", round {r + 1} of {rounds}" if rounds > 1 else "") + " ...",
                   file=sys.stderr, flush=True)
-            rep = _run_worker(b, cfg)
+            rep = _run_worker(b, {**cfg, "model": pkg})
             after = machine_bandwidth(threads, repeats=3)   # here, not in the worker: its peak RSS stays its own
-            raw[b].append({**rep, "copy_bandwidth": [before, after]})
+            raw[key].append({**rep, "copy_bandwidth": [before, after]})
             before = after
     reports = {}
-    for b in backends:
+    for b in entries:
         merged = merge_reports(raw[b])
         tokens[b] = np.array(merged["tokens"])
-        reports[b] = summarise(merged, manifest, bandwidth)
-        for stage, ratios in round_ratios(raw[b], manifest, bandwidth).items():
+        reports[b] = summarise(merged, manifests[b], bandwidth)
+        for stage, ratios in round_ratios(raw[b], manifests[b], bandwidth).items():
             reports[b]["stages"][stage]["step_bound_by_round"] = ratios
     result = {"prompt": prompt, "frames": frames, "seed": seed, "runs": runs * rounds, "rounds": rounds,
               "threads": threads,
               "machine": machine(), "copy_bandwidth_gbs": bandwidth / 1e9,
               "backends": reports,
               "video_latency_s": {b: r["video_latency_s"] for b, r in reports.items()}}
+    if packages:                 # each compared package against the main one, interleaved in the same rounds
+        result["packages"] = {key: {"package": pkg, "precision": manifests[key].precision, **package_bytes(pkg)}
+                              for key, (_, pkg) in entries.items() if key != "torch"}
+        result["vs_main"] = {key: _ratios(reports[b], reports[key]) for key, (b, pkg) in entries.items()
+                             if pkg != model}
     if "torch" in tokens:        # sampled with the same seed: the same tokens unless logits differ at a near-tie
         result["tokens_differ_from_torch"] = {b: int((t != tokens["torch"]).sum()) for b, t in tokens.items()
                                               if b != "torch"}

@@ -72,10 +72,17 @@ def bench(args) -> int:
         if missing:
             raise UsageError(f"the PyTorch reference needs {', '.join(missing)}: pass --checkpoints/--vqvae "
                              "or drop torch from --backends")
+    packages = {}
+    for c in getattr(args, "compare", None) or []:
+        name, sep, pkg = c.partition("=")
+        if not sep or not name or not pkg or name in packages:
+            raise UsageError(f"--compare takes NAME=PACKAGE with a name of its own, e.g. int8-cpu=out/int8-cpu; "
+                             f"got {c!r}")
+        packages[name] = pkg
     try:
         result = bench_tool.bench(args.model, backends, args.checkpoints, args.vqvae, args.runs, args.frames,
                                   " ".join(args.prompt), args.seed, args.threads, rss=not args.no_rss,
-                                  rounds=args.rounds)
+                                  rounds=args.rounds, packages=packages)
     except RuntimeError as e:              # a worker failed or the backends disagreed on the tokens
         raise as_user_error(e) from None
     text = bench_tool.markdown(result)

@@ -1,0 +1,183 @@
+"""calibration/: `hiergen quantize` on the shipped package (one calibration prompt, few samples, so it stays
+fast), the manifest it writes, the runtime loading it unchanged, fp16 arenas, the teacher-forced agreement
+check, and the error paths (unknown precision, already quantised, no calibration set, interruption)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from hiergen.calibration import quantize as q  # noqa: E402
+from hiergen.calibration.capture import Tape, TapeRecorder, calibration_prompts, read_prompts, replay  # noqa: E402
+from hiergen.calibration.precision import Precision, PrecisionError  # noqa: E402
+from hiergen.runtime.check import check_package  # noqa: E402
+from hiergen.runtime.manifest import FRAGMENTS, Manifest  # noqa: E402
+from hiergen.runtime.package import PackageError, load_manifest  # noqa: E402
+from hiergen.runtime.pipeline import DEFAULT_PACKAGE, Pipeline  # noqa: E402
+
+PROMPT = "a large red circle moves right slowly"
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    root = tmp_path_factory.mktemp("precision")
+    return {p: q.quantize_package(DEFAULT_PACKAGE, root / p.value, p, n_prompts=1, keep=4)
+            for p in (Precision.INT8_CPU, Precision.INT8_QDQ, Precision.FP16)}
+
+
+def test_precision_is_one_enum_with_a_clear_error():
+    assert Precision.parse("int8-qdq") is Precision.INT8_QDQ
+    with pytest.raises(PrecisionError, match="choose one of fp16, int8-cpu, int8-qdq"):
+        Precision.parse("int4")
+
+
+def test_calibration_prompts_are_training_captions_drawn_by_seed():
+    from hiergen.captions import parse
+    from hiergen.synth import caption_for, seeds_for_split
+    a, b = calibration_prompts(6, seed=0), calibration_prompts(6, seed=1)
+    assert a == calibration_prompts(6, seed=0) and a != b and len(set(a)) == 6
+    train = {str(caption_for(s)) for s in seeds_for_split("train", 2000)}
+    assert set(a) <= train and not any(parse(p).held_out for p in a + b)
+
+
+def test_read_prompts_refuses_held_out_pairs(tmp_path):
+    from hiergen.captions import all_captions
+    held = next(str(c) for c in all_captions() if c.held_out)
+    f = tmp_path / "p.txt"
+    f.write_text(f"# calibration\n{PROMPT}\n\n")
+    assert read_prompts(f) == [PROMPT]
+    f.write_text(f"{PROMPT}\n{held}\n")
+    with pytest.raises(ValueError, match="held-out"):
+        read_prompts(f)
+
+
+@pytest.mark.parametrize("precision", list(Precision)[1:], ids=lambda p: p.value)
+def test_quantized_package_checks_and_records_its_making(packages, precision):
+    pkg = packages[precision]
+    report = check_package(pkg)                                    # hashes, ONNX Runtime, ONNX checker
+    m: Manifest = report["manifest"]
+    assert report["precision"] == precision.value == m.precision
+    assert {f.precision for f in m.fragments.values()} == {precision.value}
+    raw = json.loads((pkg / "manifest.json").read_text())
+    assert Manifest.from_dict(raw).to_dict() == raw                # round trip, quantization block included
+    assert m.quantization.source_package_sha256 == q.package_sha256(DEFAULT_PACKAGE)
+    src = load_manifest(DEFAULT_PACKAGE)
+    assert m.source_sha256 == src.source_sha256 and m.plan == src.plan
+    if precision.int8:
+        cal = m.quantization.calibration
+        assert cal.split == "train" and cal.prompts == tuple(calibration_prompts(1, 0))
+        assert set(cal.samples) == set(FRAGMENTS) and all(n > 0 for n in cal.samples.values())
+
+
+@pytest.mark.parametrize("precision", list(Precision)[1:], ids=lambda p: p.value)
+def test_the_runtime_loads_it_unchanged(packages, precision):
+    pipe = Pipeline.load(packages[precision], backend="cpu", threads=1)
+    v = pipe.generate(PROMPT, frames=5, seed=0)
+    assert v.frames.shape == (5, 64, 64, 3) and v.frames.dtype == np.uint8
+
+
+def test_int8_weights_are_at_most_35_percent(packages):
+    fp32 = load_manifest(DEFAULT_PACKAGE).weights.bytes
+    for p in (Precision.INT8_CPU, Precision.INT8_QDQ):
+        assert load_manifest(packages[p]).weights.bytes <= 0.35 * fp32, p
+
+
+def test_int8_qdq_is_symmetric_and_carries_tensorrt_tables(packages, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+    pkg = packages[Precision.INT8_QDQ]
+    m = load_manifest(pkg)
+    proto = onnx.load(str(pkg / m.fragments["keyframe_decode"].file))
+    inits = {t.name: t for t in proto.graph.initializer}
+    zps = [n.input[2] for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert zps
+    for z in zps:
+        a = numpy_helper.to_array(inits[z])
+        assert a.dtype == np.int8 and not a.any(), z            # int8, zero point 0: symmetric
+    assert set(m.quantization.tables) == set(FRAGMENTS)
+    table = pkg / m.quantization.tables["t2i_decode"]["file"]
+    table.write_bytes(table.read_bytes() + b"x")
+    with pytest.raises(PackageError, match="calibration"):
+        check_package(pkg, onnx_checker=False)
+    table.write_bytes(table.read_bytes()[:-1])
+
+
+def test_fp16_caches_arenas_and_logits(packages):
+    pkg = packages[Precision.FP16]
+    m = load_manifest(pkg)
+    dec = m.fragments["interp_decode"]
+    assert {t.dtype for t in dec.inputs[2:]} == {"float16"} and dec.outputs[0].dtype == "float32"   # logits stay
+    pipe = Pipeline.load(pkg, backend="cpu", threads=1)
+    arena = pipe.models["interp"].new_cache(2)
+    assert arena.kv.dtype == np.float16 and arena.blocks.dtype == np.float16 and arena.logits.dtype == np.float32
+
+
+def test_teacher_forced_agreement(packages):
+    """The fp32 package against itself agrees everywhere; fp16 nearly so, with small logit differences."""
+    ref = Pipeline.load(DEFAULT_PACKAGE, backend="cpu", threads=1)
+    tape = Tape("keyframe")
+    inner = ref.models["keyframe"]
+    ref.models["keyframe"] = TapeRecorder(inner, tape)
+    ref.generate(PROMPT, frames=5, seed=3)
+    same = replay(tape, inner)["keyframe"]
+    assert same["top1_agree"] == same["positions"] == 4 * 64 + 1 and same["max_logit_diff"] == 0.0
+    fp16 = Pipeline.load(packages[Precision.FP16], backend="cpu", threads=1)
+    r = replay(tape, fp16.models["keyframe"])["keyframe"]
+    print(f"fp16 keyframe: top-1 {r['top1_agree']}/{r['positions']}, max |logit diff| {r['max_logit_diff']:.4f}")
+    assert r["top1_agree"] >= 0.95 * r["positions"] and 0 < r["max_logit_diff"] < 0.2
+
+
+def test_an_already_quantised_package_is_refused(packages, tmp_path):
+    with pytest.raises(PrecisionError, match="already quantised"):
+        q.quantize_package(packages[Precision.INT8_CPU], tmp_path / "again", "fp16")
+    assert not (tmp_path / "again").exists()
+
+
+def test_fp32_unknown_existing_and_empty_calibration_are_refused(tmp_path, packages):
+    with pytest.raises(PrecisionError, match="fp32 is the exported package"):
+        q.quantize_package(DEFAULT_PACKAGE, tmp_path / "a", "fp32")
+    with pytest.raises(PrecisionError, match="unknown precision"):
+        q.quantize_package(DEFAULT_PACKAGE, tmp_path / "a", "bf16")
+    with pytest.raises(PrecisionError, match="exists"):
+        q.quantize_package(DEFAULT_PACKAGE, packages[Precision.FP16], "fp16")
+    with pytest.raises(PrecisionError, match="no calibration set"):
+        q.quantize_package(DEFAULT_PACKAGE, tmp_path / "a", "int8-cpu", prompts=[])
+    assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_calibration_set_missing_a_graph_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(q, "capture", lambda *a, **k: {"t2i_prefill": [{}]})
+    with pytest.raises(PrecisionError, match="no inputs for"):
+        q.quantize_package(DEFAULT_PACKAGE, tmp_path / "a", "int8-qdq", prompts=[PROMPT])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    real, calls = q.convert_fragment, []
+
+    def convert(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(q, "convert_fragment", convert)
+    with pytest.raises(q.QuantizeInterrupted, match="nothing was written"):
+        q.quantize_package(DEFAULT_PACKAGE, tmp_path / "fp16", "fp16")
+    assert list(tmp_path.iterdir()) == []                      # no package, no temporary folder
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    def run(*argv):
+        r = subprocess.run([sys.executable, "-m", "hiergen.cli", *argv], capture_output=True, text=True)
+        return r.returncode, r.stderr.strip().splitlines()
+    rc, err = run("quantize", str(DEFAULT_PACKAGE), "--precision", "int4", "--out", str(tmp_path / "x"))
+    assert rc == 2 and len(err) == 1 and "fp16, int8-cpu, int8-qdq" in err[0]
+    rc, err = run("quantize", str(DEFAULT_PACKAGE), "--precision", "int8-cpu", "--out", str(tmp_path / "x"),
+                  "--calibration-prompts", str(tmp_path / "missing.txt"))
+    assert rc == 2 and len(err) == 1 and "--calibration-prompts" in err[0]
+    assert not (tmp_path / "x").exists()
