@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hiergen-installed
 PROMPT ?= a large red circle moves right then up quickly
 
-.PHONY: setup demo test test-fast clib model motion motion-stop motion-save motion-report ship baseline ablations eval bench clean help
+.PHONY: setup demo test test-fast clib model motion motion-stop motion-save motion-report ship baseline ablations eval bench precision precision-bench precision-eval clean help
 
 help:
 	@echo "make setup   create $(VENV) with hiergen[train,dev] (CPU torch 2.13.0 unless a GPU is present)"
@@ -15,6 +15,8 @@ help:
 	@echo "make motion  start or continue the video models' long run (resumes where it stopped)"
 	@echo "make eval    score 200 held-out prompts: hierarchical vs frame-by-frame and the ablations (docs/eval/generated.*)"
 	@echo "make bench   time ONNX Runtime against the PyTorch reference (docs/bench/cpu.*)"
+	@echo "make precision-eval  quantise the shipped model (fp16, int8-cpu, int8-qdq) and measure each against fp32:"
+	@echo "             speed and size (bench), top-1 agreement, 200 held-out prompts (docs/precision/*)"
 	@echo "make clib    build libhiergen, the C library, with CMake in build/clib (docs/embedding.md)"
 
 setup: $(STAMP)
@@ -157,6 +159,25 @@ eval: $(STAMP)
 bench: $(STAMP)
 	mkdir -p docs/bench
 	$(BIN)/hiergen bench --runs 2 --rounds 3 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
+
+# Reduced precision (docs/precision.md): re-run all three after the shipped model changes.
+PRECISIONS := fp16 int8-cpu int8-qdq
+precision: $(STAMP)
+	for p in $(PRECISIONS); do $(BIN)/hiergen quantize models/default --precision $$p --out out/$$p --force -q || exit 1; done
+
+precision-bench: precision
+	mkdir -p docs/precision
+	$(BIN)/hiergen bench --backends cpu --compare int8-cpu=out/int8-cpu --compare fp16=out/fp16 \
+	  --compare int8-qdq=out/int8-qdq --runs 2 --rounds 3 --no-rss \
+	  --json docs/precision/bench.json --markdown docs/precision/bench.md
+
+precision-eval: precision-bench
+	$(BIN)/hiergen agreement out/fp16 out/int8-cpu out/int8-qdq --prompts 16 \
+	  --json docs/precision/agreement.json --markdown docs/precision/agreement.md
+	$(BIN)/hiergen eval --prompts 200 --ablation fp16=out/fp16 --ablation int8-cpu=out/int8-cpu \
+	  --ablation int8-qdq=out/int8-qdq --json docs/precision/eval.json --markdown docs/precision/eval.md
+	$(BIN)/python -m hiergen.calibration.report --bench docs/precision/bench.json \
+	  --agreement docs/precision/agreement.json --eval docs/precision/eval.json --out docs/precision/precision.png
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -14,10 +14,14 @@ The flavours (docs/precision.md has the measurements):
   caches (graph inputs/outputs, so the arenas are fp16) in float16;
   LayerNormalization, Softmax and the logits head in float32; the logits
   output stays float32 for the sampler; the VQ-VAE keeps its uint8/int64 IO.
-- int8-cpu: INT8_CPU_METHOD, what measured fastest on ONNX Runtime's CPU
-  provider: "dynamic" (int8 per-channel weights, activations quantised per
-  call, no calibration) or "static" (Q/DQ, uint8 asymmetric activations from
-  the calibration ranges, int8 per-channel weights).
+- int8-cpu: per graph role, what measured fastest on ONNX Runtime's CPU
+  provider (INT8_CPU_METHODS): "dynamic" (int8 per-channel weights,
+  activations quantised per call: MatMulInteger) for the decode and step
+  graphs, whose activations are a row or a few per sequence; "static" (Q/DQ,
+  uint8 asymmetric activations from the calibration ranges, int8 per-channel
+  weights) for the prefill graphs and the VQ-VAE, whose large activations
+  made per-call quantisation cost more than it saved (and ONNX Runtime's
+  dynamic quantiser leaves Convs in float).
 - int8-qdq: static Q/DQ, int8 symmetric activations and weights (zero points
   0), per-channel weights: explicit quantisation as TensorRT 10's strongly
   typed networks and TensorRT 11 require; plus a calibration table per
@@ -51,9 +55,14 @@ from hiergen.runtime.manifest import (FRAGMENTS, CalibrationSpec, FragmentSpec, 
                                       TensorSpec, WeightsSpec)
 from hiergen.runtime.package import open_package, sha256
 
-# int8-cpu: dynamic or static Q/DQ, whichever ran decode steps faster on this machine's ONNX Runtime CPU
-# provider (docs/precision.md, "int8-cpu: static or dynamic"; re-measure: python -m hiergen.calibration.speed).
-INT8_CPU_METHOD = "dynamic"
+# int8-cpu, per graph role: dynamic or static Q/DQ, whichever ran faster on ONNX Runtime's CPU provider in an
+# interleaved `hiergen bench --compare` of all-dynamic against all-static packages (docs/precision.md, "int8-cpu:
+# static or dynamic"): dynamic decode steps 1.07-1.58x fp32's against 0.94-1.18x static; static prefills
+# faster than dynamic ones (interp batch 8: 287 against 394 ms). int8_cpu="dynamic" | "static" builds the
+# all-one-method packages of that A/B.
+INT8_CPU_METHODS = {"decode": "dynamic", "step": "dynamic", "prefill": "static", "encoder": "static",
+                    "decoder": "static"}
+INT8_CPU_METHOD = "mixed"
 FLOAT_OPS = ("Softmax", "LayerNormalization", "Gelu", "attention MatMuls (activation x activation)", "logits head")
 CALIBRATION_TABLES = "calibration"         # the int8-qdq package's folder of per-fragment TensorRT EP tables
 
@@ -67,12 +76,22 @@ def package_sha256(path: str | os.PathLike) -> str:
     return sha256(Path(path) / "manifest.json")
 
 
+def int8_cpu_method(role: str, int8_cpu: str) -> str:
+    """"dynamic" or "static" for an int8-cpu graph of this role; the VQ-VAE's Convs are always static."""
+    if role in ("encoder", "decoder"):
+        return "static"
+    return INT8_CPU_METHODS[role] if int8_cpu == "mixed" else int8_cpu
+
+
+_DYNAMIC = "dynamic (int8 per-channel weights, activations quantised per call)"
+_STATIC = "static Q/DQ (uint8 asymmetric activations, int8 per-channel weights)"
+
+
 def method_of(precision: Precision, int8_cpu: str = INT8_CPU_METHOD) -> str:
+    roles = ("decode", "step", "prefill", "encoder", "decoder")
     return {Precision.FP16: "fp16 (onnxruntime.transformers.float16), float32 where FLOAT_OPS",
-            Precision.INT8_CPU: ("dynamic: int8 per-channel weights, activations quantised per call (the VQ-VAE: "
-                                 "static Q/DQ, uint8 asymmetric activations, int8 per-channel weights)"
-                                 if int8_cpu == "dynamic" else
-                                 "static Q/DQ: uint8 asymmetric activations, int8 per-channel weights"),
+            Precision.INT8_CPU: "; ".join(f"{r}: {_DYNAMIC if int8_cpu_method(r, int8_cpu) == 'dynamic' else _STATIC}"
+                                          for r in roles),
             Precision.INT8_QDQ: "static Q/DQ: int8 symmetric activations and per-channel weights (zero points 0)"
             }[precision]
 
@@ -169,7 +188,7 @@ def convert_fragment(src: Path, spec: FragmentSpec, precision: Precision, feeds:
     out = work / spec.file
     inline = work / f"fp32_{spec.file}"
     onnx.save_model(proto, str(inline))                        # self-contained: the quantiser reads one file
-    if precision is Precision.INT8_CPU and int8_cpu == "dynamic" and spec.model != "vqvae":
+    if precision is Precision.INT8_CPU and int8_cpu_method(spec.role, int8_cpu) == "dynamic":
         quantize_dynamic(str(inline), str(out), op_types_to_quantize=["MatMul"], per_channel=True,
                          weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                          extra_options={"MatMulConstBOnly": True})
@@ -221,11 +240,11 @@ def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: 
     """Write package `out`: package `src` (fp32) at `precision`. prompts: the calibration captions (default:
     n_prompts drawn from the training split with `seed`). Raises PrecisionError / PackageError; an interrupt
     raises QuantizeInterrupted. Nothing is left at `out` (or beside it) unless the whole package was written.
-    int8_cpu: "dynamic" or "static", the int8-cpu transformer graphs' method (the A/B of INT8_CPU_METHOD)."""
+    int8_cpu: "mixed" (INT8_CPU_METHODS), or "dynamic" / "static" for every transformer graph (the A/B)."""
     from hiergen.export.package import SharedWeights, read_bytes
     precision = Precision.parse(precision) if isinstance(precision, str) else precision
-    if int8_cpu not in ("dynamic", "static"):
-        raise PrecisionError(f"int8_cpu is 'dynamic' or 'static', not {int8_cpu!r}")
+    if int8_cpu not in ("mixed", "dynamic", "static"):
+        raise PrecisionError(f"int8_cpu is 'mixed', 'dynamic' or 'static', not {int8_cpu!r}")
     if precision is Precision.FP32:
         raise PrecisionError("fp32 is the exported package itself: choose fp16, int8-cpu or int8-qdq")
     missing = [m for m in ("onnx", "onnxruntime.quantization") if importlib.util.find_spec(m.split(".")[0]) is None]
