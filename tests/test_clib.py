@@ -274,3 +274,18 @@ def test_install_gives_header_libraries_cmake_package_and_pkg_config(lib, tmp_pa
         subprocess.run(["cc", str(src), "-o", str(tmp_path / "use"), *flags, f"-Wl,-rpath,{libdir}"], check=True)
         out = subprocess.run([str(tmp_path / "use")], capture_output=True, text=True, check=True).stdout
         assert out.split() == ["0.1.0", "HIERGEN_ERR_PACKAGE"]
+        # find_package(hiergen) from a CMake project, against the shared and the static library
+        proj = tmp_path / "proj"
+        proj.mkdir()
+        (proj / "use.c").write_text(src.read_text())
+        (proj / "CMakeLists.txt").write_text(
+            "cmake_minimum_required(VERSION 3.16)\nproject(use C CXX)\nfind_package(hiergen REQUIRED)\n"
+            "add_executable(use use.c)\ntarget_link_libraries(use PRIVATE hiergen::hiergen)\n"
+            "add_executable(use_static use.c)\ntarget_link_libraries(use_static PRIVATE hiergen::hiergen_static)\n"
+            f"set_target_properties(use PROPERTIES BUILD_RPATH {libdir})\n")
+        subprocess.run(["cmake", "-S", str(proj), "-B", str(proj / "b"), f"-DCMAKE_PREFIX_PATH={prefix}"],
+                       check=True, capture_output=True)
+        subprocess.run(["cmake", "--build", str(proj / "b")], check=True, capture_output=True)
+        for exe in ("use", "use_static"):
+            out = subprocess.run([str(proj / "b" / exe)], capture_output=True, text=True, check=True).stdout
+            assert out.split() == ["0.1.0", "HIERGEN_ERR_PACKAGE"]

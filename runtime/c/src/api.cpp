@@ -279,6 +279,7 @@ HIERGEN_API int32_t hiergen_test_keyframe_rate(const hiergen_model *model, const
 // The token ids of [rate] words [boi] (n = text_len written into ids), or -1 with the last error set.
 HIERGEN_API int32_t hiergen_test_encode(const hiergen_model *model, const char *prompt, int32_t rate, bool drop_text,
                                         int64_t *ids, int32_t cap) {
+    if (!model || !prompt || (!ids && cap > 0)) return -1;
     int32_t n = -1;
     hiergen_status s = guard([&] {
         auto v = hiergen::engine_tokenizer(*model->engine).encode(prompt, rate, drop_text);
