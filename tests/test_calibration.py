@@ -181,3 +181,34 @@ def test_cli_errors_are_one_line(tmp_path):
                   "--calibration-prompts", str(tmp_path / "missing.txt"))
     assert rc == 2 and len(err) == 1 and "--calibration-prompts" in err[0]
     assert not (tmp_path / "x").exists()
+
+
+def _bench_result():
+    stage = lambda ms: {"model": "t2i", "batch": 1, "stage_ms": 50.0, "decode_steps": 64,   # noqa: E731
+                        "decode_step_ms": ms, "bandwidth_bound_ms": 0.4, "prefill_ms": 3.0, "tokens_per_s": 900.0}
+    backends = {"cpu": {"device": "CPUExecutionProvider", "video_latency_s": 2.0, "peak_rss_mb": 300.0,
+                        "stages": {"t2i": stage(0.30)}},
+                "cpu int8-cpu": {"device": "CPUExecutionProvider", "video_latency_s": 1.6, "peak_rss_mb": 290.0,
+                                 "stages": {"t2i": stage(0.20)}}}
+    from hiergen.tools.bench import _ratios
+    return {"frames": 33, "prompt": PROMPT, "seed": 0, "runs": 2, "rounds": 1, "threads": None, "machine": "test",
+            "copy_bandwidth_gbs": 10.0, "backends": backends,
+            "video_latency_s": {k: b["video_latency_s"] for k, b in backends.items()},
+            "packages": {"cpu": {"package": "a", "precision": "fp32", "weights": 100, "files": 120},
+                         "cpu int8-cpu": {"package": "b", "precision": "int8-cpu", "weights": 35, "files": 50}},
+            "vs_main": {"cpu int8-cpu": _ratios(backends["cpu"], backends["cpu int8-cpu"])}}
+
+
+def test_bench_compare_table_and_precision_picture(tmp_path):
+    from hiergen.calibration.report import picture
+    from hiergen.tools.bench import markdown
+    r = _bench_result()
+    assert r["vs_main"]["cpu int8-cpu"] == pytest.approx({"video": 1.25, "t2i": 1.5})
+    text = markdown(r)
+    assert "| cpu int8-cpu | int8-cpu | 0.00 | 35% | 0.00 | 1.25x | 1.50x |" in text
+    agreement = {"packages": {"b": {"precision": "int8-cpu", "stages": {"t2i": {"top1": 0.97}}}}}
+    out = tmp_path / "p.png"
+    picture(r, agreement, None, str(out))
+    import cv2
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[1] > img.shape[0] > 100
