@@ -75,15 +75,18 @@ def _with_options(provider: str, pkg: Path, spec: FragmentSpec):
 class OrtStepModel:
     """StepModel (runtime/orchestrator.py) over one exported transformer step graph; caches are Arenas."""
 
-    def __init__(self, pkg: Path, manifest: Manifest, model: str, providers: list[str], threads: int | None = None):
+    def __init__(self, pkg: Path, manifest: Manifest, model: str, providers: list[str], threads: int | None = None,
+                 make_session=session):
+        """make_session(pkg, spec, providers, threads): an ONNX Runtime session by default; the TensorRT engine
+        path (runtime/tensorrt.py) passes sessions over engines."""
         spec = manifest.fragment(model, "step")
         cfg = manifest.model_config
         self.name = spec.name
-        self.sess = session(pkg, spec, providers, threads)
+        self.sess = make_session(pkg, spec, providers, threads)
         pre = spec.prefill
-        self.prefill_sess = session(pkg, manifest.fragments[pre], providers, threads) if pre else None
+        self.prefill_sess = make_session(pkg, manifest.fragments[pre], providers, threads) if pre else None
         dec = spec.decode                 # the step graph at new_tokens = 1, fewer nodes: what the arenas bind
-        self.decode_sess = session(pkg, manifest.fragments[dec], providers, threads) if dec else self.sess
+        self.decode_sess = make_session(pkg, manifest.fragments[dec], providers, threads) if dec else self.sess
         dec_spec = manifest.fragments[dec] if dec else spec
         # The arena lives where the graph runs: host memory for the CPU provider, device memory otherwise.
         self.on_device = self.decode_sess.get_providers()[0] != "CPUExecutionProvider"
