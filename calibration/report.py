@@ -7,8 +7,9 @@
 Left panel: quality per flavour, the held-out prompts' `hiergen eval` scores
 where given (colour, shape, size, motion, one object), else the teacher-forced
 top-1 agreement with fp32 per stage. Right panel: speed and size, each
-flavour's decode-step speed-up over fp32 per stage (interleaved in one bench
-run) and its weights as a share of fp32's. Grouped bars drawn with OpenCV, in
+flavour's decode-step speed-up over fp32 per stage (the isolated probe's,
+calibration/speed.py, where given; else the bench's), the whole video's
+(interleaved in one bench run) and its weights as a share of fp32's. Grouped bars drawn with OpenCV, in
 hiergen/plots.py's style.
 """
 from __future__ import annotations
@@ -24,6 +25,11 @@ from hiergen.plots import PALETTE, _INK, _WHITE, _nice_ticks, _put
 
 _GRID = (225, 225, 225)
 EVAL_METRICS = ("colour", "shape", "size", "motion", "one object")
+FLAVOURS = ("fp32", "fp16", "int8-cpu", "int8-qdq")        # one colour each, in both panels
+
+
+def _colour(name: str, i: int):
+    return PALETTE[FLAVOURS.index(name) if name in FLAVOURS else len(FLAVOURS) + i % 6]
 
 
 def bar_panel(groups: list[str], series: dict[str, list[float]], title: str, ylabel: str,
@@ -50,7 +56,7 @@ def bar_panel(groups: list[str], series: dict[str, list[float]], title: str, yla
             if v is None or not np.isfinite(v):
                 continue
             x = int(x0 + si * bw)
-            cv2.rectangle(img, (x, y_of(min(max(v, lo), hi))), (x + bw - 2, y_of(lo)), PALETTE[si % 10], -1)
+            cv2.rectangle(img, (x, y_of(min(max(v, lo), hi))), (x + bw - 2, y_of(lo)), _colour(name, si), -1)
         _put(img, g, (int(x0), h - bottom + 18), 0.42)
     if ref is not None:
         for x in range(left, w - right, 10):
@@ -58,7 +64,7 @@ def bar_panel(groups: list[str], series: dict[str, list[float]], title: str, yla
     cv2.rectangle(img, (left, top), (w - right, y_of(lo)), _INK, 1)
     for si, name in enumerate(series):                       # legend under the axis
         x = left + si * 140
-        cv2.rectangle(img, (x, h - 30), (x + 12, h - 18), PALETTE[si % 10], -1)
+        cv2.rectangle(img, (x, h - 30), (x + 12, h - 18), _colour(name, si), -1)
         _put(img, name, (x + 16, h - 19), 0.42)
     return img
 
@@ -79,23 +85,31 @@ def quality(agreement: dict | None, evaluation: dict | None, names: dict[str, st
     return stages, series, "quality: top-1 agreement with fp32 (teacher forcing)", "%", (80, 100)
 
 
-def speed(bench: dict) -> tuple:
+def speed(bench: dict, steps: dict | None = None) -> tuple:
+    """Per flavour: decode-step speed-ups (the isolated probe's where given, else the bench's), the whole
+    video's (bench) and the weights as a share of fp32's."""
+    from hiergen.runtime.package import load_manifest
     main = next(k for k in bench["backends"] if k != "torch")
     stages = list(bench["backends"][main]["stages"])
+    isolated = {}
+    for pkg, sp in (steps or {}).get("speedup", {}).items():
+        isolated.setdefault(load_manifest(pkg).precision, sp)     # the first package of each precision
     series = {}
     for key, r in bench.get("vs_main", {}).items():
         p = bench["packages"][key]
-        series[key.split(" ", 1)[-1]] = ([r.get(s) for s in stages]
+        st = isolated.get(p["precision"], r)
+        series[key.split(" ", 1)[-1]] = ([st.get(s) for s in stages]
                                          + [r["video"], p["weights"] / bench["packages"][main]["weights"]])
-    return stages + ["video", "weights"], series, "speed-up over fp32 (x) and weights share", "x", (0, 2)
+    what = "step speed-up (isolated)" if steps else "step speed-up"
+    return stages + ["video", "weights"], series, f"vs fp32: {what}, video speed-up, weights", "x", (0, 2)
 
 
-def picture(bench: dict, agreement: dict | None, evaluation: dict | None, out: str) -> None:
+def picture(bench: dict, agreement: dict | None, evaluation: dict | None, out: str, steps: dict | None = None) -> None:
     from hiergen.fileio import write_bytes
     names = {"fp32": "hierarchical", "fp16": "fp16", "int8-cpu": "int8-cpu", "int8-qdq": "int8-qdq"}
     g, s, t, yl, lim = quality(agreement, evaluation, names)
     left = bar_panel(g, s, t, yl, lim)
-    g, s, t, yl, lim = speed(bench)
+    g, s, t, yl, lim = speed(bench, steps)
     right = bar_panel(g, s, t, yl, lim, ref=1.0)
     ok, png = cv2.imencode(".png", np.concatenate([left, right], axis=1))
     write_bytes(out, png.tobytes())
@@ -106,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench", required=True)
     p.add_argument("--agreement")
     p.add_argument("--eval")
+    p.add_argument("--steps", help="python -m hiergen.calibration.speed's JSON: isolated decode-step speed-ups")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     load = lambda f: json.load(open(f)) if f else None     # noqa: E731
-    picture(load(a.bench), load(a.agreement), load(a.eval), a.out)
+    picture(load(a.bench), load(a.agreement), load(a.eval), a.out, load(a.steps))
     print(f"wrote {a.out}")
     return 0
 
