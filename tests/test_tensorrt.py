@@ -223,9 +223,10 @@ class OrtEngine:
 def test_engines_behind_the_step_model_interface_give_the_runtimes_tokens(manifest):
     """The engine path (EngineSession under OrtStepModel and the host arena, EngineCodec) with engines that run
     on ONNX Runtime makes the same video as the ONNX Runtime pipeline: the binding logic TrtEngine relies on."""
+    from hiergen.runtime.engine_pipeline import engine_pipeline
     from hiergen.runtime.pipeline import Pipeline
     engines = {name: OrtEngine(DEFAULT_PACKAGE / spec.file) for name, spec in manifest.fragments.items()}
-    pipe = rt.engine_pipeline(DEFAULT_PACKAGE, engines)
+    pipe = engine_pipeline(DEFAULT_PACKAGE, engines)
     ref = Pipeline.load(DEFAULT_PACKAGE, backend="cpu", threads=1)
     for frames, seed in ((5, 0), (9, 1)):
         a = pipe.generate("a large red circle moves right slowly", frames=frames, seed=seed)
