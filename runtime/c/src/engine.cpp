@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 
 #include "internal.hpp"
 
@@ -142,6 +143,7 @@ public:
     int threads;
     std::map<std::string, std::unique_ptr<StepModel>> models;
     std::unique_ptr<Ort::Session> vq_decoder;
+    bool overlap = false;                                      // pixels decoded beside generation (run_generate)
     mutable std::mutex enc_mu;
     mutable std::unique_ptr<Ort::Session> vq_encoder;          // made on first use (init image, keyframes)
     Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
@@ -151,8 +153,11 @@ public:
           env(ORT_LOGGING_LEVEL_ERROR, "hiergen"), root(dir), threads(th) {
         providers = providers_for(backend);
         for (const char *name : {"t2i", "keyframe", "interp"}) models[name] = load_model(name);
-        vq_decoder = std::make_unique<Ort::Session>(
-            make_session(env, join_path(root, manifest.fragment("vqvae_decoder").file), providers, threads));
+        // With overlap (run_generate), finished frames decode on a second thread while later stages generate,
+        // and the last stage's frames on two threads at once: one intra-op thread per decoder run.
+        overlap = threads != 1 && providers[0] == "CPUExecutionProvider";
+        vq_decoder = std::make_unique<Ort::Session>(make_session(
+            env, join_path(root, manifest.fragment("vqvae_decoder").file), providers, overlap ? 1 : threads));
     }
 
     std::unique_ptr<StepModel> load_model(const std::string &name) {
@@ -493,6 +498,50 @@ std::vector<Tokens> encode_frames(const Engine &e, const UserFrames &u, const ch
     return frames;
 }
 
+// Frames a stage has finished, for the VQ-VAE decoder: their positions in the final video and their tokens.
+struct PixelJob {
+    std::vector<int> at;
+    std::vector<int64_t> tokens;
+};
+
+// The frames of a stage holding K frames (all, or only the new odd ones a round made): frame j of K ends up
+// at j * (F - 1) / (K - 1) of the F-frame video, since each later round puts a new frame between neighbours.
+PixelJob finished_frames(const std::vector<Tokens> &frames, int F, bool only_new, size_t first = 0, size_t step = 1) {
+    PixelJob job;
+    const int K = int(frames.size());
+    for (size_t j = first; j < frames.size(); j += step) {
+        if (only_new && j % 2 == 0) continue;
+        job.at.push_back(int(j) * (F - 1) / (K - 1));
+        job.tokens.insert(job.tokens.end(), frames[j].begin(), frames[j].end());
+    }
+    return job;
+}
+
+// Pixels of a job's frames into v.rgb (allocated; jobs write disjoint frames), kDecodeChunk frames per run:
+// the decoder's activations for all 33 frames at once took the process's peak memory from 124 MB (5 frames)
+// to 242 MB; frames decode independently, so the pixels are the same (tested against Python).
+void decode_pixels(const Engine &e, const PixelJob &job, Video &v) {
+    const Manifest &man = e.manifest;
+    const int P = man.grid * man.grid;
+    const size_t frame_bytes = size_t(v.height) * v.width * 3;
+    const FragmentSpec &spec = man.fragment("vqvae_decoder");
+    const char *in_name = spec.inputs.at(0).name.c_str(), *out_name = spec.outputs.at(0).name.c_str();
+    std::vector<int64_t> chunk;
+    for (size_t f0 = 0; f0 < job.at.size(); f0 += kDecodeChunk) {
+        int n = int(std::min(job.at.size() - f0, size_t(kDecodeChunk)));
+        chunk.assign(job.tokens.begin() + f0 * P, job.tokens.begin() + (f0 + n) * P);
+        int64_t shape[3] = {n, man.grid, man.grid};
+        auto in = Ort::Value::CreateTensor<int64_t>(e.cpu, chunk.data(), chunk.size(), shape, 3);
+        auto out = e.vq_decoder->Run(Ort::RunOptions{nullptr}, &in_name, &in, 1, &out_name, 1);
+        auto oshape = out[0].GetTensorTypeAndShapeInfo().GetShape();
+        if (oshape.size() != 4 || oshape[0] != n || oshape[1] != v.height || oshape[2] != v.width || oshape[3] != 3)
+            throw Error(HIERGEN_ERR_RUNTIME, "the VQ-VAE decoder returned an unexpected shape");
+        const uint8_t *px = out[0].GetTensorData<uint8_t>();
+        for (int i = 0; i < n; i++)
+            std::copy(px + i * frame_bytes, px + (i + 1) * frame_bytes, v.rgb.begin() + job.at[f0 + i] * frame_bytes);
+    }
+}
+
 }  // namespace
 
 Video run_generate(const Engine &e, const GenerateRequest &req) {
@@ -515,6 +564,31 @@ Video run_generate(const Engine &e, const GenerateRequest &req) {
     const StepModel &t2i = *e.models.at("t2i"), &key = *e.models.at("keyframe"), &interp = *e.models.at("interp");
     Progress progress{&req, "", 0, 0};
 
+    // Pixels: every frame is final once a stage makes it, so with overlap the VQ-VAE decoder turns each
+    // stage's new frames into pixels on a second thread while the next stage generates (on the CPU the
+    // small decode steps leave a core idle), and the last stage's frames on two threads at once.
+    const int F = req.frames;
+    Video v;
+    v.n_frames = F;
+    v.grid = man.grid;
+    v.height = v.width = man.image_size;
+    v.rgb.assign(size_t(F) * v.height * v.width * 3, 0);
+    std::vector<std::future<void>> pixels;          // after v: unwinding waits for them before v goes
+    auto emit = [&](const std::vector<Tokens> &fr, bool only_new, bool last) {
+        if (!e.overlap) return;                     // decoded after the loop, on this thread
+        PixelJob job = finished_frames(fr, F, only_new);
+        PixelJob here;
+        if (last) {                                 // the second half of the frames stays on this thread
+            size_t half = job.at.size() / 2;
+            here.at.assign(job.at.begin() + half, job.at.end());
+            here.tokens.assign(job.tokens.begin() + half * P, job.tokens.end());
+            job.at.resize(half);
+            job.tokens.resize(half * P);
+        }
+        pixels.push_back(std::async(std::launch::async, [&e, &v, job = std::move(job)] { decode_pixels(e, job, v); }));
+        if (last) decode_pixels(e, here, v);
+    };
+
     std::vector<Tokens> frames;
     if (req.keyframes) {
         frames = user;
@@ -532,6 +606,7 @@ Video run_generate(const Engine &e, const GenerateRequest &req) {
         frames = {f1, made[1][0], made[2][0], made[3][0], made[4][0]};
     }
     const int done = rounds_for(int(frames.size()));
+    emit(frames, false, done == rounds);
     int rate = key_rate << done;
     for (int r = done; r < rounds; r++) {
         rate *= 2;
@@ -557,34 +632,14 @@ Video run_generate(const Engine &e, const GenerateRequest &req) {
         }
         next.push_back(frames.back());
         frames = std::move(next);
+        emit(frames, true, r == rounds - 1);
     }
+    if (int(frames.size()) != F) throw Error(HIERGEN_ERR_RUNTIME, "internal error: the rounds made the wrong frame count");
 
-    Video v;
-    v.n_frames = int(frames.size());
-    v.grid = man.grid;
     v.fps = double(rate);
     for (auto &f : frames) v.tokens.insert(v.tokens.end(), f.begin(), f.end());
-    // pixels: the VQ-VAE decoder, tokens (F, g, g) int64 -> frames (F, H, W, 3) uint8, kDecodeChunk frames
-    // per run: the decoder's activations for all 33 frames at once took the process's peak memory from
-    // 124 MB (5 frames) to 242 MB; frames decode independently, so the pixels are the same (tested).
-    const FragmentSpec &spec = man.fragment("vqvae_decoder");
-    const char *in_name = spec.inputs.at(0).name.c_str(), *out_name = spec.outputs.at(0).name.c_str();
-    for (int f0 = 0; f0 < v.n_frames; f0 += kDecodeChunk) {
-        int n = std::min(kDecodeChunk, v.n_frames - f0);
-        int64_t shape[3] = {n, man.grid, man.grid};
-        auto in = Ort::Value::CreateTensor<int64_t>(e.cpu, v.tokens.data() + size_t(f0) * P, size_t(n) * P, shape, 3);
-        auto out = e.vq_decoder->Run(Ort::RunOptions{nullptr}, &in_name, &in, 1, &out_name, 1);
-        auto oshape = out[0].GetTensorTypeAndShapeInfo().GetShape();
-        if (oshape.size() != 4 || oshape[0] != n || oshape[3] != 3 || (f0 && (oshape[1] != v.height || oshape[2] != v.width)))
-            throw Error(HIERGEN_ERR_RUNTIME, "the VQ-VAE decoder returned an unexpected shape");
-        if (!f0) {
-            v.height = int(oshape[1]);
-            v.width = int(oshape[2]);
-            v.rgb.resize(size_t(v.n_frames) * v.height * v.width * 3);
-        }
-        const uint8_t *px = out[0].GetTensorData<uint8_t>();
-        std::copy(px, px + size_t(n) * v.height * v.width * 3, v.rgb.begin() + size_t(f0) * v.height * v.width * 3);
-    }
+    if (!e.overlap) decode_pixels(e, finished_frames(frames, F, false), v);
+    for (auto &p : pixels) p.get();                 // rethrows a decoder failure
     return v;
 }
 
