@@ -123,7 +123,7 @@ def worker(backend: str, cfg: dict) -> dict:
     """Load one backend's pipeline, warm up, time `runs` videos; a JSON-able report."""
     if backend == "clib":                          # the C library (libhiergen) through ctypes
         from hiergen.tools.bench_clib import worker as clib_worker
-        return clib_worker(cfg)
+        return {**clib_worker(cfg), "peak_rss_mb": peak_rss_mb()}
     if backend == "torch":
         import torch
         torch.set_num_threads(cfg["threads"] or os.cpu_count() or 1)

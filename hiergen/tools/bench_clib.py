@@ -3,7 +3,7 @@
 It reports what hiergen/tools/bench.py's worker() reports for the Python engine (the same prompt, seed and
 package; one warm-up video, then `runs` timed ones): whole-video latency, per-stage wall times (taken at
 each stage's last token through the progress callback, so they include its ctypes call per token), the
-tokens and the process's peak RSS. The library must be built (make clib); per-step times are not
+tokens (worker() in bench.py adds the process's peak RSS). The library must be built (make clib); per-step times are not
 recorded (the steps run inside the library), so its stage table stays empty.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ STAGE_KEYS = {"frame 1": "t2i", "keyframes": "keyframe", "round 1": "interp1", "
 def worker(cfg: dict) -> dict:
     from hiergen.errors import HiergenError
     from hiergen.runtime.pipeline import DEFAULT_PACKAGE
-    from hiergen.tools.bench import peak_rss_mb
     from hiergen.tools.clib import BUILD, CModel
 
     lib = BUILD[False] / "libhiergen.so"
@@ -43,5 +42,4 @@ def worker(cfg: dict) -> dict:
         if i:
             videos.append({"latency_s": total, "stages": stages})
     return {"backend": "clib", "device": f"libhiergen, {model.device}", "videos": videos,
-            "steps": [[] for _ in videos], "tokens": v.tokens.tolist(), "peak_rss_mb": peak_rss_mb(),
-            "torch_loaded": "torch" in sys.modules}
+            "steps": [[] for _ in videos], "tokens": v.tokens.tolist(), "torch_loaded": "torch" in sys.modules}
