@@ -212,3 +212,22 @@ def test_bench_compare_table_and_precision_picture(tmp_path):
     import cv2
     img = cv2.imread(str(out))
     assert img is not None and img.shape[1] > img.shape[0] > 100
+
+
+def test_exact_tables_in_fp16_change_no_output():
+    """The int8 packages keep the attention mask tables (0 and -1e4) in float16 with a Cast after the lookup:
+    half the bytes, bit-identical outputs."""
+    import onnx
+    import onnxruntime as ort
+    m = load_manifest(DEFAULT_PACKAGE)
+    spec = m.fragments["keyframe_decode"]
+    proto = onnx.load(str(DEFAULT_PACKAGE / spec.file))
+    saved = q.halve_exact_tables(half := onnx.load(str(DEFAULT_PACKAGE / spec.file)))
+    assert saved > 100_000
+    rng = np.random.default_rng(0)
+    feeds = {t.name: (rng.standard_normal([2 if d == "batch" else d for d in t.shape]).astype(np.float32)
+                      if t.dtype == "float32" else np.full((2, 1), m.model_config.text_len + 70, np.int64))
+             for t in spec.inputs}
+    run = lambda p: ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)  # noqa: E731
+    for a, b in zip(run(proto), run(half)):
+        assert np.array_equal(a, b)
