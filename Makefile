@@ -151,7 +151,10 @@ eval: $(STAMP)
 	$(BIN)/hiergen export --keyframe checkpoints/ablation_random/keyframe.safetensors --out out/ablation_random --force
 	$(BIN)/hiergen export --keyframe checkpoints/ablation_fixed4/keyframe.safetensors --keyframe-rate 4 \
 	  --out out/ablation_fixed4 --force
-	$(BIN)/hiergen eval --prompts 200 --baseline out/baseline --true-keyframes \
+	$(BIN)/hiergen export --keyframe checkpoints/frozen/keyframe.safetensors --interp checkpoints/frozen/interp.safetensors \
+	  --out out/frozen --force
+	$(BIN)/hiergen eval --prompts 200 --baseline out/baseline --true-keyframes --keyframes-alone \
+	  --ablation "CogVideo's frozen backbone=out/frozen" \
 	  --ablation "random-initialised backbone=out/ablation_random" --ablation "one fixed rate (4 fps)=out/ablation_fixed4" \
 	  --json docs/eval/generated.json \
 	  --markdown docs/eval/generated.md --plot docs/eval/generated_by_frame.png --samples docs/eval/generated_samples.png

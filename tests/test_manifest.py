@@ -23,7 +23,7 @@ def test_fragments_are_named_and_typed_once():
     assert (step.model, step.role) == ("interp", "step")
     assert m.fragments[step.decode].role == "decode" and m.fragments[step.prefill].role == "prefill"
     assert step.kv_cache.past_names[0] == "past_k_base_0" and step.input("tokens").shape == ("batch", "new_tokens")
-    assert m.plan.top_k == 12 and m.model_config.grid == 8 and m.image_size == 64
+    assert m.plan.top_k == 4 and m.model_config.grid == 8 and m.image_size == 64
     with pytest.raises(ValueError, match="no fragment"):
         fragment_name("vqvae", "step")
 
