@@ -37,8 +37,10 @@ renamed into place at the end; an error or an interrupt removes it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -240,6 +242,18 @@ def convert_fragment(src: Path, spec: FragmentSpec, precision: Precision, feeds:
     return q
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs advice ("consider pre-processing") on the root logger for every graph."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def write_trt_table(ranges_json: Path, folder: Path, fragment: str) -> Path:
     """ONNX Runtime's TensorRT EP calibration table (its flatbuffers format, trt_int8_calibration_table_name)
     for one fragment's float tensors, from the calibration ranges quantize_static saved."""
@@ -274,7 +288,6 @@ def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: 
     n_prompts drawn from the training split with `seed`). Raises PrecisionError / PackageError; an interrupt
     raises QuantizeInterrupted. Nothing is left at `out` (or beside it) unless the whole package was written.
     int8_cpu: "mixed" (INT8_CPU_METHODS), or "dynamic" / "static" for every transformer graph (the A/B)."""
-    from hiergen.export.package import SharedWeights, read_bytes
     precision = Precision.parse(precision) if isinstance(precision, str) else precision
     if int8_cpu not in ("mixed", "dynamic", "static"):
         raise PrecisionError(f"int8_cpu is 'mixed', 'dynamic' or 'static', not {int8_cpu!r}")
@@ -283,6 +296,9 @@ def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: 
     missing = [m for m in ("onnx", "onnxruntime.quantization") if importlib.util.find_spec(m.split(".")[0]) is None]
     if missing:
         raise PrecisionError(f"hiergen quantize needs {', '.join(missing)}: pip install 'hiergen[train]'")
+    import onnx
+
+    from hiergen.export.package import SharedWeights, read_bytes     # onnx: imported once the check passed
     src, out = Path(src), Path(out)
     if out.resolve() == src.resolve():
         raise PrecisionError(f"--out {out} is the source package: write the {precision.value} package elsewhere")
@@ -315,10 +331,10 @@ def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: 
         for name in FRAGMENTS:
             spec = manifest.fragments[name]
             say(f"{name}: {precision.value}")
-            proto = convert_fragment(src, spec, precision, samples.get(name), work, tables, int8_cpu)
+            with _quiet_root_logger():
+                proto = convert_fragment(src, spec, precision, samples.get(name), work, tables, int8_cpu)
             read = read_bytes(proto)
             weight_bytes = weights.externalise(proto, int8=precision.int8)
-            import onnx
             onnx.save_model(proto, str(tmp / spec.file))
             dtypes = io_dtypes(proto)
             fragments[name] = replace(
