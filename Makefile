@@ -159,9 +159,9 @@ eval: $(STAMP)
 	  --json docs/eval/generated.json \
 	  --markdown docs/eval/generated.md --plot docs/eval/generated_by_frame.png --samples docs/eval/generated_samples.png
 
-bench: $(STAMP)
+bench: $(STAMP) clib
 	mkdir -p docs/bench
-	$(BIN)/hiergen bench --runs 2 --rounds 3 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
+	$(BIN)/hiergen bench --backends cpu,clib,torch --runs 2 --rounds 3 --json docs/bench/cpu.json --markdown docs/bench/cpu.md
 
 # Reduced precision (docs/precision.md): re-run all three after the shipped model changes.
 PRECISIONS := fp16 int8-cpu int8-qdq

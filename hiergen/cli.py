@@ -330,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the caption to generate (default: a large red circle moves right then up slowly)")
     s.add_argument("--model", default=None, help="model package folder (default: the shipped models/default)")
     s.add_argument("--backends", default="cpu,torch",
-                   help="comma-separated: cpu, cuda, tensorrt (ONNX Runtime providers) and torch (the PyTorch "
-                        "reference, needs the checkpoints); default cpu,torch")
+                   help="comma-separated: cpu, cuda, tensorrt (ONNX Runtime providers), clib (libhiergen, the C "
+                        "library: `make clib` builds it) and torch (the PyTorch reference, needs the checkpoints); "
+                        "default cpu,torch")
     _add_checkpoint_options(s)
     s.add_argument("--runs", type=int, default=3, help="timed videos per backend after one warm-up (default 3)")
     s.add_argument("--rounds", type=int, default=1,
