@@ -9,7 +9,7 @@ from hiergen.errors import UsageError
 
 def quantize(args) -> int:
     from hiergen.calibration.capture import read_prompts
-    from hiergen.calibration.precision import Precision
+    from hiergen.runtime.manifest import Precision
     from hiergen.calibration.quantize import quantize_package
 
     precision = Precision.parse(args.precision)               # an unknown name fails before any work
@@ -32,7 +32,7 @@ def quantize(args) -> int:
 
 
 def build_engine(args) -> int:
-    from hiergen.calibration.precision import Precision, PrecisionError
+    from hiergen.runtime.manifest import Precision, PrecisionError
     from hiergen.runtime.package import open_package
     from hiergen.runtime.tensorrt import EngineCache, build_all, default_cache_dir, require_tensorrt
 

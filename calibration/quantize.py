@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from hiergen.calibration.capture import SPLIT, calibration_prompts, capture
-from hiergen.calibration.precision import Precision, PrecisionError
+from hiergen.runtime.manifest import Precision, PrecisionError
 from hiergen.fileio import hash_file, temp_dir_beside
 from hiergen.runtime.manifest import (FRAGMENTS, CalibrationSpec, FragmentSpec, Manifest, QuantizationSpec,
                                       TensorSpec, WeightsSpec)

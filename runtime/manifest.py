@@ -25,8 +25,10 @@ Layout (format "hiergen-package"):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from hiergen.config import ModelConfig
+from hiergen.errors import HiergenError
 from hiergen.runtime.plan import Plan
 
 MODELS = ("t2i", "keyframe", "interp")
@@ -34,7 +36,35 @@ CODEC_ROLES = ("encoder", "decoder")            # the VQ-VAE's fragments
 MODEL_ROLES = ("step", "prefill", "decode")     # each transformer's: new tokens through the caches, a whole
                                                 # prefix without caches, one image token through the caches
 PROFILE_LEVELS = ("min", "opt", "max")
-PRECISIONS = ("fp32", "fp16", "int8-cpu", "int8-qdq")    # a fragment's precision (calibration/precision.py)
+
+
+class PrecisionError(HiergenError, ValueError):
+    """A precision this hiergen cannot build, or a package that cannot be built at it."""
+
+
+class Precision(str, Enum):
+    """The one precision enum: a fragment's precision in the manifest, and what `hiergen quantize` and
+    `hiergen build-engine` make. The runtime learns a package's precision from here, never from a name."""
+    FP32 = "fp32"            # the exported reference
+    FP16 = "fp16"            # fp16 weights, activations and KV caches; LayerNorm, softmax and the logits in fp32
+    INT8_CPU = "int8-cpu"    # the fastest int8 form on ONNX Runtime's CPU provider (calibration/quantize.py)
+    INT8_QDQ = "int8-qdq"    # symmetric int8 Q/DQ (zero points 0): TensorRT's explicit quantisation
+
+    @classmethod
+    def parse(cls, name: str) -> "Precision":
+        """Precision.parse("int8-cpu") -> Precision.INT8_CPU; an unknown name raises PrecisionError."""
+        try:
+            return cls(name)
+        except ValueError:
+            built = ", ".join(p.value for p in cls if p is not cls.FP32)
+            raise PrecisionError(f"unknown precision {name!r}: choose one of {built}") from None
+
+    @property
+    def int8(self) -> bool:
+        return self in (Precision.INT8_CPU, Precision.INT8_QDQ)
+
+
+PRECISIONS = tuple(p.value for p in Precision)
 
 
 def fragment_name(model: str, role: str) -> str:

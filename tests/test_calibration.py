@@ -14,7 +14,7 @@ pytest.importorskip("onnx")
 
 from hiergen.calibration import quantize as q  # noqa: E402
 from hiergen.calibration.capture import Tape, TapeRecorder, calibration_prompts, read_prompts, replay  # noqa: E402
-from hiergen.calibration.precision import Precision, PrecisionError  # noqa: E402
+from hiergen.runtime.manifest import Precision, PrecisionError  # noqa: E402
 from hiergen.runtime.check import check_package  # noqa: E402
 from hiergen.runtime.manifest import FRAGMENTS, Manifest  # noqa: E402
 from hiergen.runtime.package import PackageError, load_manifest  # noqa: E402
