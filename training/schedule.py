@@ -19,9 +19,10 @@ def warmup_stable_decay(step: int, peak: float, warmup: int, steps: int, floor_f
     the same run, where a cosine schedule would have decayed already."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    if step < wsd_decay_start(steps, decay_frac):
+    start = wsd_decay_start(steps, decay_frac)
+    if step < start:
         return peak
-    t = (step - wsd_decay_start(steps, decay_frac)) / max(1, steps - wsd_decay_start(steps, decay_frac))
+    t = (step - start) / max(1, steps - start)
     return peak * (1 - (1 - floor_frac) * min(t, 1.0))
 
 
