@@ -146,13 +146,15 @@ ablations: $(STAMP)
 	wait $$r && wait $$f
 
 # The evaluation of generated videos (about 35 min on 2 CPU cores); needs only the shipped checkpoints.
+# The frozen-recipe models (checkpoints/frozen: CogVideo's recipe, and its two ablations' keyframe models) hold only
+# what trained on their backbone, checkpoints/frozen/t2i.safetensors: they are exported with it and its interp model.
 eval: $(STAMP)
 	$(BIN)/hiergen export --keyframe checkpoints/baseline/keyframe.safetensors --out out/baseline --force
-	$(BIN)/hiergen export --keyframe checkpoints/ablation_random/keyframe.safetensors --out out/ablation_random --force
-	$(BIN)/hiergen export --keyframe checkpoints/ablation_fixed4/keyframe.safetensors --keyframe-rate 4 \
-	  --out out/ablation_fixed4 --force
-	$(BIN)/hiergen export --keyframe checkpoints/frozen/keyframe.safetensors --interp checkpoints/frozen/interp.safetensors \
-	  --out out/frozen --force
+	$(BIN)/hiergen export --checkpoints checkpoints/frozen --out out/frozen --force
+	$(BIN)/hiergen export --checkpoints checkpoints/frozen --keyframe checkpoints/ablation_random/keyframe.safetensors \
+	  --out out/ablation_random --force
+	$(BIN)/hiergen export --checkpoints checkpoints/frozen --keyframe checkpoints/ablation_fixed4/keyframe.safetensors \
+	  --keyframe-rate 4 --out out/ablation_fixed4 --force
 	$(BIN)/hiergen eval --prompts 200 --baseline out/baseline --true-keyframes --keyframes-alone \
 	  --ablation "CogVideo's frozen backbone=out/frozen" \
 	  --ablation "random-initialised backbone=out/ablation_random" --ablation "one fixed rate (4 fps)=out/ablation_fixed4" \

@@ -103,6 +103,11 @@ def test_fixed_rate_and_random_backbone_variants(tmp_path):
                  backbone=t2i, show_progress=False)
     model = load_model(base, t2i)
     assert torch.equal(model.blocks[0].base.qkv.weight, load_model(t2i).blocks[0].base.qkv.weight)
+    # It holds only what trained: completed by another backbone it would be another model, so loading refuses.
+    assert ckpt.load(base).extra["backbone_sha256"] == ckpt.model_digest(ckpt.load(t2i).model_state)
+    other = train(Kind.T2I, CFG, clips, clips, tmp_path / "t2i_b", Recipe(**{**vars(r), "seed": 1}), show_progress=False)
+    with pytest.raises(ckpt.CheckpointError, match="trained on another backbone"):
+        load_model(base, other)
     with pytest.raises(TrainError, match="fixed rate"):
         train(Kind.INTERP, CFG, clips, clips, tmp_path / "bad", Recipe(**{**vars(r), "fixed_rate": 16}),
               backbone=t2i, show_progress=False)
@@ -133,6 +138,7 @@ def test_every_weight_trains_from_the_backbone_and_the_checkpoint_holds_the_whol
     path = train(Kind.KEYFRAME, CFG, clips, clips, tmp_path / "all", Recipe(**{**vars(r), "weights": "all"}),
                  backbone=t2i, show_progress=False)
     saved = ckpt.load(path).model_state
+    assert "backbone_sha256" not in ckpt.load(path).extra, "a whole model needs no backbone"
     model = load_model(path, t2i)
     backbone = load_model(t2i)
     assert set(saved) == set(model.state_dict())                # the whole model, not only the video part

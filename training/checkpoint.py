@@ -84,6 +84,11 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
+def model_digest(model_state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes and bytes): which backbone a video model was trained on."""
+    return _digest(model_state)
+
+
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):

@@ -376,5 +376,10 @@ def load_model(path: str | os.PathLike, backbone: str | os.PathLike | None = Non
         model.load_state_dict(c.model_state, strict=True)
         return model.eval()
     b = ckpt.load(backbone or Path(path).parent / "t2i.safetensors", ModelConfig, kind="t2i")
+    want = c.extra.get("backbone_sha256")          # frozen-backbone checkpoints record the backbone they trained on
+    if want is not None and ckpt.model_digest(b.model_state) != want:
+        raise ckpt.CheckpointError(
+            f"{path} was trained on another backbone than {b.path} (SHA-256 {want[:12]}... expected): pass the "
+            "t2i checkpoint it was trained on (its own folder's t2i.safetensors, or --checkpoints with that t2i)")
     model.load_state_dict({**b.model_state, **c.model_state}, strict=True)
     return model.eval()

@@ -240,6 +240,8 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
     torch.manual_seed(recipe.seed)
     whole = trains_whole(kind, recipe)
     model = build_model(kind, cfg, backbone, recipe.pretrained_backbone, freeze=not whole).to(device)
+    # A frozen-backbone checkpoint holds only what trains: it records which backbone completes it (load_model checks).
+    backbone_sha = None if whole else ckpt.model_digest(ckpt.load(backbone, ModelConfig, kind="t2i").model_state)
     if recipe.init_from:
         warm = ckpt.load(recipe.init_from, ModelConfig, kind=kind.value)
         if warm.config != cfg:
@@ -284,6 +286,8 @@ def train(kind: Kind | str, cfg: ModelConfig, train_clips: list[TokenClip], val_
         """The resume point carries the optimiser; the final file only what inference needs."""
         state = model.state_dict() if whole else model.video_state()
         extra = {"step": step, "history": history, "recipe": dataclasses.asdict(recipe), "vocab": list(tok.vocab)}
+        if backbone_sha:
+            extra["backbone_sha256"] = backbone_sha
         if resumable:
             extra["optimizer"] = opt.state_dict()
         ckpt.save(path, state, cfg, kind=kind.value, extra=extra)
