@@ -8,7 +8,9 @@ transformers is taped: the tokens and codes fed, the logits returned. Each
 other package then runs the same calls on its own arenas: the same prefix at
 every step, whatever it would have sampled. Per stage (t2i, keyframe, the
 three interpolation rounds): the share of positions whose top-1 token equals
-fp32's, and the largest absolute logit difference.
+fp32's, and the largest absolute logit difference. A guided stage (the plan's
+guidance above 1) runs a conditional and a text-free row per video: both
+count, each against fp32's own row.
 """
 from __future__ import annotations
 
