@@ -21,9 +21,9 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 from hiergen.errors import UsageError
+from hiergen.runtime.plan import FRAME_COUNTS, Plan
 
-FRAME_COUNTS = (5, 9, 17, 33)
-STAGES = ("t2i", "keyframe", "interp")
+STAGES = tuple(Plan().guidance)                 # the stages a plan guides: t2i, keyframe, interp
 
 
 def parse_guidance(items: list[str]) -> dict[str, float]:
