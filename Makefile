@@ -191,7 +191,7 @@ precision: $(STAMP)
 precision-bench: precision
 	mkdir -p docs/precision
 	$(BIN)/hiergen bench --backends cpu --compare int8-cpu=out/int8-cpu --compare fp16=out/fp16 \
-	  --compare int8-qdq=out/int8-qdq --runs 2 --rounds 3 --no-rss \
+	  --compare int8-qdq=out/int8-qdq --runs 2 --rounds 6 --no-rss \
 	  --json docs/precision/bench.json --markdown docs/precision/bench.md
 
 precision-eval: precision-bench

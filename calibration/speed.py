@@ -1,4 +1,4 @@
-"""Decode steps of several packages timed in isolation, interleaved step by step in one process.
+"""Decode steps of several packages timed in isolation, interleaved in blocks of steps in one process.
 
     python -m hiergen.calibration.speed models/default out/int8-cpu out/fp16 out/int8-qdq --json out/steps.json
 
@@ -7,9 +7,11 @@ minutes; this probe takes the drift out of the comparison: each stage's
 decode step (the decode graph at the stage's batch, on the sessions the
 runtime would use: one intra-op thread below batch 8) runs with the same
 captured inputs (real decode-step inputs from generating a training-split
-prompt through the runtime), the packages one after the other, step by step,
-`steps` times; medians per package and stage, and each package's speed-up
-over the first one.
+prompt through the runtime), bound to host buffers as the runtime's arena
+binds them, the packages taking turns in blocks of 25 steps (the runtime
+runs one graph step after step, its weights in the CPU's caches; taking turns
+at every step would time cold caches), `steps` steps each; medians per
+package and stage, and each package's speed-up over the first one.
 """
 from __future__ import annotations
 
@@ -22,42 +24,62 @@ from statistics import median
 
 import numpy as np
 
-STAGES = {"t2i": ("t2i", 1), "keyframe": ("keyframe", 1), "interp1": ("interp", 2), "interp2": ("interp", 4),
-          "interp3": ("interp", 8)}
 
 
-def step_inputs(package: str, seed: int = 0) -> dict[str, dict]:
-    """stage -> one captured decode-graph feed at the stage's batch."""
+def step_inputs(package: str, stages: dict[str, tuple[str, int]], seed: int = 0) -> dict[str, dict]:
+    """stage -> one captured decode-graph feed at the stage's batch (every stage of `stages` has one)."""
     from hiergen.calibration.capture import calibration_prompts, capture
     samples = capture(package, calibration_prompts(2, seed), seed, keep=64)
     out = {}
-    for stage, (model, batch) in STAGES.items():
+    for stage, (model, batch) in stages.items():
         feeds = [f for f in samples[f"{model}_decode"] if f["tokens"].shape[0] == batch]
-        if feeds:
-            out[stage] = feeds[len(feeds) // 2]
+        if not feeds:
+            raise RuntimeError(f"no captured {model} decode step at batch {batch} for {stage}: "
+                               f"the package's plan and the capture disagree")
+        out[stage] = feeds[len(feeds) // 2]
     return out
+
+
+BLOCK = 25     # consecutive steps of one package: the runtime runs a graph step after step, its weights in cache
+
+
+def bound(sess, spec, feed: dict[str, np.ndarray]):
+    """An IO binding of `feed` (cast to the graph's input dtypes) and of host output buffers, as the
+    runtime's arena binds a decode step: the timed run neither converts inputs nor allocates outputs."""
+    from hiergen.runtime.arena import _bind_host
+    inputs = {t.name: np.ascontiguousarray(feed[t.name], np.dtype(t.dtype)) for t in spec.inputs}
+    outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))     # shapes; warm-up
+    io = sess.io_binding()
+    for name, arr in inputs.items():
+        _bind_host(io.bind_input, name, arr)
+    for name, arr in outputs.items():
+        _bind_host(io.bind_output, name, arr)
+    io._keep = (inputs, outputs)                                 # the buffers live as long as the binding
+    return io
 
 
 def time_steps(packages: list[str], steps: int = 300, seed: int = 0) -> dict:
     from hiergen.runtime.backend import SINGLE_THREAD_BELOW, session
     from hiergen.runtime.package import open_package
-    feeds = step_inputs(packages[0], seed)
+    from hiergen.runtime.plan import stage_batches
+    stages = stage_batches(open_package(packages[0]).plan)
+    feeds = step_inputs(packages[0], stages, seed)
     times: dict[str, dict[str, list[float]]] = {p: {s: [] for s in feeds} for p in packages}
     for stage, feed in feeds.items():
-        model, batch = STAGES[stage]
+        model, batch = stages[stage]
         runs = []
         for p in packages:
             m = open_package(p)
             spec = m.fragments[m.fragment(model, "step").decode]
             sess = session(Path(p), spec, ["CPUExecutionProvider"], 1 if batch < SINGLE_THREAD_BELOW else None)
-            f = {t.name: feed[t.name].astype(np.dtype(t.dtype)) for t in spec.inputs}
-            sess.run(None, f)                                          # warm up
-            runs.append((p, sess, f))
-        for _ in range(steps):
-            for p, sess, f in runs:
-                t = time.perf_counter()
-                sess.run(None, f)
-                times[p][stage].append(time.perf_counter() - t)
+            runs.append((p, sess, bound(sess, spec, feed)))
+        for _ in range(max(1, steps // BLOCK)):
+            for p, sess, io in runs:
+                for i in range(BLOCK + 1):              # the first step of a block reloads the caches: not timed
+                    t = time.perf_counter()
+                    sess.run_with_iobinding(io)
+                    if i:
+                        times[p][stage].append(time.perf_counter() - t)
     base = packages[0]
     med = {p: {s: 1000 * median(v) for s, v in st.items()} for p, st in times.items()}
     return {"steps": steps, "median_ms": med,

@@ -51,3 +51,15 @@ def rounds_for(frames: int) -> int:
         raise ValueError(f"cannot make {frames} frames: the plan makes {', '.join(map(str, FRAME_COUNTS))} "
                          "(5 keyframes, then each interpolation round doubles the rate)")
     return FRAME_COUNTS.index(frames)
+
+
+def stage_batches(plan: Plan, frames: int = 33) -> dict[str, tuple[str, int]]:
+    """Per stage of a `frames`-frame video (t2i, keyframe, interp1...): the model that runs it and the
+    batch of its decode steps. Interpolation round r fills the gaps of FRAME_COUNTS[r - 1] frames, one
+    sequence per overlapping triple; a guided stage runs each sequence twice (conditional + text-free)."""
+    def rows(stage: str, sequences: int) -> int:
+        return sequences * (2 if plan.guidance[stage] != 1.0 else 1)
+    out = {"t2i": ("t2i", rows("t2i", 1)), "keyframe": ("keyframe", rows("keyframe", 1))}
+    for r in range(1, rounds_for(frames) + 1):
+        out[f"interp{r}"] = ("interp", rows("interp", FRAME_COUNTS[r - 1] // 2))
+    return out

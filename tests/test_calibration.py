@@ -232,3 +232,27 @@ def test_exact_tables_in_fp16_change_no_output():
     run = lambda p: ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)  # noqa: E731
     for a, b in zip(run(proto), run(half)):
         assert np.array_equal(a, b)
+
+
+def test_isolated_step_timing_covers_every_stage_at_its_batch(packages):
+    """calibration/speed.py times each stage's decode graph at the batch the plan runs it (guided stages
+    doubled), and its bound outputs are the graph's outputs for the captured feed."""
+    from hiergen.calibration import speed
+    from hiergen.runtime.backend import session
+    from hiergen.runtime.package import open_package
+    from hiergen.runtime.plan import stage_batches
+    m = open_package(DEFAULT_PACKAGE)
+    stages = stage_batches(m.plan)
+    feeds = speed.step_inputs(str(DEFAULT_PACKAGE), stages)
+    assert {s: f["tokens"].shape[0] for s, f in feeds.items()} == {s: b for s, (_, b) in stages.items()}
+    spec = m.fragments[m.fragment("keyframe", "step").decode]
+    sess = session(DEFAULT_PACKAGE, spec, ["CPUExecutionProvider"], 1)
+    io = speed.bound(sess, spec, feeds["keyframe"])
+    expected = sess.run(None, {t.name: feeds["keyframe"][t.name] for t in spec.inputs})
+    first = io._keep[1][sess.get_outputs()[0].name]
+    first[...] = 0
+    sess.run_with_iobinding(io)
+    assert np.array_equal(first, expected[0]) and np.abs(first).max() > 0
+    r = speed.time_steps([str(DEFAULT_PACKAGE), str(packages[Precision.INT8_CPU])], steps=speed.BLOCK)
+    assert set(r["median_ms"][str(DEFAULT_PACKAGE)]) == set(stages)
+    assert all(v > 0 for v in r["speedup"][str(packages[Precision.INT8_CPU])].values())

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from hiergen.runtime.orchestrator import Request, fill_frames, generate
-from hiergen.runtime.plan import Plan
+from hiergen.runtime.plan import FRAME_COUNTS, Plan, stage_batches
 from hiergen.runtime.sampler import SamplerOptions
 from hiergen.tokenizer import TextTokenizer
 
@@ -60,6 +60,19 @@ def test_frame_counts_and_batched_rounds(frames, rounds):
     # one prefill plus one step per generated token
     assert ms["keyframe"].calls == 1 + 4 * 16
     assert ms["interp"].calls == rounds * (1 + 2 * 16)
+
+
+@pytest.mark.parametrize("guidance", [PLAN.guidance, {"t2i": 1.0, "keyframe": 1.5, "interp": 2.0}])
+@pytest.mark.parametrize("frames", [5, 33])
+def test_stage_batches_are_the_batches_the_loop_runs(guidance, frames):
+    plan = Plan(guidance=guidance)
+    ms = models()
+    generate(Request("a small red circle moves left slowly", TOK, rate=1, frames=frames, sampler=SamplerOptions(seed=1)),
+             ms, plan)
+    expected = stage_batches(plan, frames)
+    assert list(expected)[:2] == ["t2i", "keyframe"] and len(expected) == 2 + FRAME_COUNTS.index(frames)
+    for model in ms:
+        assert sorted(set(ms[model].batches)) == sorted({b for m, b in expected.values() if m == model})
 
 
 def test_keyframes_are_kept_by_interpolation():
