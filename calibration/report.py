@@ -7,9 +7,10 @@
 Left panel: quality per flavour, the held-out prompts' `hiergen eval` scores
 where given (colour, shape, size, motion, one object), else the teacher-forced
 top-1 agreement with fp32 per stage. Right panel: speed and size, each
-flavour's decode-step speed-up over fp32 per stage (the isolated probe's,
-calibration/speed.py, where given; else the bench's), the whole video's
-(interleaved in one bench run) and its weights as a share of fp32's. Grouped bars drawn with OpenCV, in
+flavour's decode-step speed-up over fp32 per stage in the runtime (the bench's,
+interleaved in one run; a black tick: the graph alone with hot caches, the
+isolated probe calibration/speed.py, where given), the whole video's and its
+weights as a share of fp32's. Grouped bars drawn with OpenCV, in
 hiergen/plots.py's style.
 """
 from __future__ import annotations
@@ -33,8 +34,10 @@ def _colour(name: str, i: int):
 
 
 def bar_panel(groups: list[str], series: dict[str, list[float]], title: str, ylabel: str,
-              ylim: tuple[float, float], size: tuple[int, int] = (620, 420), ref: float | None = None) -> np.ndarray:
-    """Grouped bars: one group per x label, one bar per series (NaN: no bar); `ref` draws a dashed level."""
+              ylim: tuple[float, float], size: tuple[int, int] = (620, 420), ref: float | None = None,
+              marks: dict[str, list[float | None]] | None = None) -> np.ndarray:
+    """Grouped bars: one group per x label, one bar per series (NaN: no bar); `ref` draws a dashed level;
+    `marks` (per series, like `series`) a black tick across a bar at a second value."""
     w, h = size
     img = np.full((h, w, 3), _WHITE, np.uint8)
     left, right, top, bottom = 64, 16, 40, 64
@@ -57,6 +60,11 @@ def bar_panel(groups: list[str], series: dict[str, list[float]], title: str, yla
                 continue
             x = int(x0 + si * bw)
             cv2.rectangle(img, (x, y_of(min(max(v, lo), hi))), (x + bw - 2, y_of(lo)), _colour(name, si), -1)
+        for si, name in enumerate(series):
+            m = (marks or {}).get(name, [])
+            if gi < len(m) and m[gi] is not None and np.isfinite(m[gi]):
+                x, y = int(x0 + si * bw), y_of(min(max(m[gi], lo), hi))
+                cv2.line(img, (x - 1, y), (x + bw - 1, y), _INK, 2)
         _put(img, g, (int(x0), h - bottom + 18), 0.42)
     if ref is not None:
         for x in range(left, w - right, 10):
@@ -86,22 +94,23 @@ def quality(agreement: dict | None, evaluation: dict | None, names: dict[str, st
 
 
 def speed(bench: dict, steps: dict | None = None) -> tuple:
-    """Per flavour: decode-step speed-ups (the isolated probe's where given, else the bench's), the whole
-    video's (bench) and the weights as a share of fp32's."""
+    """Per flavour: decode-step speed-ups in the runtime (the bench's), the whole video's (bench) and the
+    weights as a share of fp32's; as marks, the isolated probe's step speed-ups where given."""
     from hiergen.runtime.package import load_manifest
     main = next(k for k in bench["backends"] if k != "torch")
     stages = list(bench["backends"][main]["stages"])
     isolated = {}
     for pkg, sp in (steps or {}).get("speedup", {}).items():
         isolated.setdefault(load_manifest(pkg).precision, sp)     # the first package of each precision
-    series = {}
+    series, marks = {}, {}
     for key, r in bench.get("vs_main", {}).items():
         p = bench["packages"][key]
-        st = isolated.get(p["precision"], r)
-        series[key.split(" ", 1)[-1]] = ([st.get(s) for s in stages]
-                                         + [r["video"], p["weights"] / bench["packages"][main]["weights"]])
-    what = "step speed-up (isolated)" if steps else "step speed-up"
-    return stages + ["video", "weights"], series, f"vs fp32: {what}, video speed-up, weights", "x", (0, 2)
+        name = key.split(" ", 1)[-1]
+        series[name] = [r.get(s) for s in stages] + [r["video"], p["weights"] / bench["packages"][main]["weights"]]
+        if p["precision"] in isolated:
+            marks[name] = [isolated[p["precision"]].get(s) for s in stages]
+    what = "runtime steps (tick: graph alone)" if marks else "decode steps"
+    return stages + ["video", "weights"], series, f"vs fp32: {what}, video, weights", "x", (0, 2), marks
 
 
 def picture(bench: dict, agreement: dict | None, evaluation: dict | None, out: str, steps: dict | None = None) -> None:
@@ -109,8 +118,8 @@ def picture(bench: dict, agreement: dict | None, evaluation: dict | None, out: s
     names = {"fp32": "hierarchical", "fp16": "fp16", "int8-cpu": "int8-cpu", "int8-qdq": "int8-qdq"}
     g, s, t, yl, lim = quality(agreement, evaluation, names)
     left = bar_panel(g, s, t, yl, lim)
-    g, s, t, yl, lim = speed(bench, steps)
-    right = bar_panel(g, s, t, yl, lim, ref=1.0)
+    g, s, t, yl, lim, marks = speed(bench, steps)
+    right = bar_panel(g, s, t, yl, lim, ref=1.0, marks=marks)
     ok, png = cv2.imencode(".png", np.concatenate([left, right], axis=1))
     write_bytes(out, png.tobytes())
 

@@ -82,13 +82,14 @@ def time_steps(packages: list[str], steps: int = 300, seed: int = 0) -> dict:
                         times[p][stage].append(time.perf_counter() - t)
     base = packages[0]
     med = {p: {s: 1000 * median(v) for s, v in st.items()} for p, st in times.items()}
-    return {"steps": steps, "median_ms": med,
+    return {"steps": steps, "block": BLOCK, "median_ms": med,
             "speedup": {p: {s: med[base][s] / med[p][s] for s in med[p]} for p in packages[1:]}}
 
 
 def markdown(r: dict) -> str:
     stages = list(next(iter(r["median_ms"].values())))
-    lines = [f"Decode step, median of {r['steps']} interleaved runs (ms; speed-up over the first package)", "",
+    lines = [f"Decode step in isolation, median of {r['steps']} runs, the packages taking turns in blocks of "
+             f"{r.get('block', BLOCK)} (ms; speed-up over the first package)", "",
              "| package | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
     for p, st in r["median_ms"].items():
         sp = r["speedup"].get(p)

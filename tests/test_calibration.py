@@ -215,6 +215,18 @@ def test_bench_compare_table_and_precision_picture(tmp_path):
     assert img is not None and img.shape[1] > img.shape[0] > 100
 
 
+def test_precision_picture_bars_are_the_runtime_steps_and_ticks_the_isolated_ones(packages, tmp_path):
+    from hiergen.calibration.report import picture, speed
+    r = _bench_result()
+    steps = {"speedup": {str(packages[Precision.INT8_CPU]): {"t2i": 0.9}}}
+    groups, series, _, _, _, marks = speed(r, steps)
+    assert groups == ["t2i", "video", "weights"]
+    assert series["int8-cpu"][:2] == pytest.approx([1.5, 1.25]) and marks == {"int8-cpu": [0.9]}
+    picture(r, None, {"hierarchical": {"accuracy": {m: 0.9 for m in ("colour", "shape", "size", "motion")},
+                                       "one_object_rate": 1.0}}, str(tmp_path / "p.png"), steps)
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
 def test_exact_tables_in_fp16_change_no_output():
     """The int8 packages keep the attention mask tables (0 and -1e4) in float16 with a Cast after the lookup:
     half the bytes, bit-identical outputs."""
