@@ -199,6 +199,8 @@ precision-eval: precision-bench
 	  --json docs/precision/agreement.json --markdown docs/precision/agreement.md
 	$(BIN)/python -m hiergen.calibration.speed models/default out/int8-cpu out/fp16 out/int8-qdq \
 	  --json docs/precision/steps.json --markdown docs/precision/steps.md
+	$(BIN)/python -m hiergen.calibration.speed models/default out/int8-cpu --profile keyframe \
+	  --markdown docs/precision/profile.md
 	$(BIN)/hiergen eval --prompts 200 --ablation fp16=out/fp16 --ablation int8-cpu=out/int8-cpu \
 	  --ablation int8-qdq=out/int8-qdq --json docs/precision/eval.json --markdown docs/precision/eval.md
 	$(BIN)/python -m hiergen.calibration.report --bench docs/precision/bench.json --steps docs/precision/steps.json \

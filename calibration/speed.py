@@ -12,6 +12,11 @@ binds them, the packages taking turns in blocks of 25 steps (the runtime
 runs one graph step after step, its weights in the CPU's caches; taking turns
 at every step would time cold caches), `steps` steps each; medians per
 package and stage, and each package's speed-up over the first one.
+
+    python -m hiergen.calibration.speed models/default out/int8-cpu --profile keyframe
+
+prints instead ONNX Runtime's per-op-type kernel time of that stage's decode
+graph in each package: where a step's time goes.
 """
 from __future__ import annotations
 
@@ -86,6 +91,54 @@ def time_steps(packages: list[str], steps: int = 300, seed: int = 0) -> dict:
             "speedup": {p: {s: med[base][s] / med[p][s] for s in med[p]} for p in packages[1:]}}
 
 
+def profile_ops(packages: list[str], stage: str, steps: int = 300, seed: int = 0) -> dict:
+    """ONNX Runtime's profiler on one stage's decode graph of each package (same captured feed, `steps`
+    runs): per package the kernel time per run of each op type (us), after ONNX Runtime's graph
+    optimisation. The profiler's own cost inflates every node alike: compare shares, not the step."""
+    import tempfile
+    from collections import Counter
+    from hiergen.runtime.backend import SINGLE_THREAD_BELOW, session
+    from hiergen.runtime.package import open_package
+    from hiergen.runtime.plan import stage_batches
+    stages = stage_batches(open_package(packages[0]).plan)
+    if stage not in stages:
+        raise SystemExit(f"--profile {stage!r}: choose one of {', '.join(stages)}")
+    model, batch = stages[stage]
+    feed = step_inputs(packages[0], {stage: stages[stage]}, seed)[stage]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, p in enumerate(packages):
+            m = open_package(p)
+            spec = m.fragments[m.fragment(model, "step").decode]
+            sess = session(Path(p), spec, ["CPUExecutionProvider"], 1 if batch < SINGLE_THREAD_BELOW else None,
+                           profile=str(Path(tmp) / f"p{i}"))
+            inputs = {t.name: np.ascontiguousarray(feed[t.name], np.dtype(t.dtype)) for t in spec.inputs}
+            for _ in range(steps):
+                sess.run(None, inputs)
+            events = json.loads(Path(sess.end_profiling()).read_text())
+            us, nodes = Counter(), Counter()
+            for e in events:
+                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                    us[e["args"]["op_name"]] += e["dur"] / steps
+                    nodes[e["args"]["op_name"]] += 1
+            out[p] = {op: {"us": t, "nodes": nodes[op] // steps} for op, t in us.most_common()}
+    return {"stage": stage, "batch": batch, "steps": steps, "ops": out}
+
+
+def profile_markdown(r: dict) -> str:
+    pk = list(r["ops"])
+    ops = list(dict.fromkeys(op for p in pk for op in r["ops"][p]))
+    lines = [f"Kernel time per {r['stage']} decode step (batch {r['batch']}), us per op type (nodes), "
+             f"ONNX Runtime's profiler, {r['steps']} runs", "",
+             "| op | " + " | ".join(pk) + " |", "|---|" + "---:|" * len(pk)]
+    for op in ops:
+        lines.append(f"| {op} | " + " | ".join(f"{r['ops'][p][op]['us']:.1f} ({r['ops'][p][op]['nodes']})"
+                                               if op in r["ops"][p] else "-" for p in pk) + " |")
+    lines.append("| all | " + " | ".join(f"{sum(v['us'] for v in r['ops'][p].values()):.1f} "
+                                         f"({sum(v['nodes'] for v in r['ops'][p].values())})" for p in pk) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(r: dict) -> str:
     stages = list(next(iter(r["median_ms"].values())))
     lines = [f"Decode step in isolation, median of {r['steps']} runs, the packages taking turns in blocks of "
@@ -104,9 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--json")
     p.add_argument("--markdown")
+    p.add_argument("--profile", metavar="STAGE",
+                   help="instead: kernel time per op type of this stage's decode graph (t2i, keyframe, interp1...)")
     a = p.parse_args(argv)
-    r = time_steps(a.packages, a.steps)
-    text = markdown(r)
+    if a.profile:
+        r = profile_ops(a.packages, a.profile, a.steps)
+        text = profile_markdown(r)
+    else:
+        r = time_steps(a.packages, a.steps)
+        text = markdown(r)
     print(text)
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=1) + "\n")

@@ -45,8 +45,12 @@ def providers_for(backend: str) -> list[str]:
     return [PROVIDERS[backend], "CPUExecutionProvider"] if backend != "cpu" else ["CPUExecutionProvider"]
 
 
-def session(pkg: Path, spec: FragmentSpec, providers: list[str], threads: int | None = None) -> ort.InferenceSession:
+def session(pkg: Path, spec: FragmentSpec, providers: list[str], threads: int | None = None,
+            profile: str | None = None) -> ort.InferenceSession:
+    """profile: a file prefix for ONNX Runtime's profiler (per-node kernel times; end_profiling() writes it)."""
     so = ort.SessionOptions()
+    if profile:
+        so.enable_profiling, so.profile_file_prefix = True, profile
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         so.intra_op_num_threads = threads

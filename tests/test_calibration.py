@@ -268,3 +268,14 @@ def test_isolated_step_timing_covers_every_stage_at_its_batch(packages):
     r = speed.time_steps([str(DEFAULT_PACKAGE), str(packages[Precision.INT8_CPU])], steps=speed.BLOCK)
     assert set(r["median_ms"][str(DEFAULT_PACKAGE)]) == set(stages)
     assert all(v > 0 for v in r["speedup"][str(packages[Precision.INT8_CPU])].values())
+
+
+def test_step_profile_counts_the_optimised_graphs_nodes_per_op(packages):
+    from hiergen.calibration import speed
+    r = speed.profile_ops([str(DEFAULT_PACKAGE), str(packages[Precision.INT8_CPU])], "t2i", steps=3)
+    fp32, int8 = (r["ops"][str(p)] for p in (DEFAULT_PACKAGE, packages[Precision.INT8_CPU]))
+    assert "DynamicQuantizeMatMul" in int8 and "DynamicQuantizeMatMul" not in fp32       # int8-cpu decode: dynamic
+    assert all(v["us"] > 0 and v["nodes"] > 0 for v in fp32.values())
+    assert "| all |" in speed.profile_markdown(r)
+    with pytest.raises(SystemExit, match="interp1"):
+        speed.profile_ops([str(DEFAULT_PACKAGE)], "interp9", steps=1)
