@@ -30,7 +30,6 @@ from statistics import median
 import numpy as np
 
 
-
 def step_inputs(package: str, stages: dict[str, tuple[str, int]], seed: int = 0) -> dict[str, dict]:
     """stage -> one captured decode-graph feed at the stage's batch (every stage of `stages` has one)."""
     from hiergen.calibration.capture import calibration_prompts, capture
@@ -48,11 +47,26 @@ def step_inputs(package: str, stages: dict[str, tuple[str, int]], seed: int = 0)
 BLOCK = 25     # consecutive steps of one package: the runtime runs a graph step after step, its weights in cache
 
 
+def decode_session(package: str, model: str, batch: int, profile: str | None = None):
+    """(session, spec) of `model`'s decode graph in `package`, with the threads the runtime gives `batch`."""
+    from hiergen.runtime.backend import SINGLE_THREAD_BELOW, session
+    from hiergen.runtime.package import open_package
+    m = open_package(package)
+    spec = m.fragments[m.fragment(model, "step").decode]
+    threads = 1 if batch < SINGLE_THREAD_BELOW else None
+    return session(Path(package), spec, ["CPUExecutionProvider"], threads, profile=profile), spec
+
+
+def graph_inputs(spec, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A captured feed cast to the graph's input dtypes (float16 caches for an fp16 package)."""
+    return {t.name: np.ascontiguousarray(feed[t.name], np.dtype(t.dtype)) for t in spec.inputs}
+
+
 def bound(sess, spec, feed: dict[str, np.ndarray]):
     """An IO binding of `feed` (cast to the graph's input dtypes) and of host output buffers, as the
     runtime's arena binds a decode step: the timed run neither converts inputs nor allocates outputs."""
     from hiergen.runtime.arena import _bind_host
-    inputs = {t.name: np.ascontiguousarray(feed[t.name], np.dtype(t.dtype)) for t in spec.inputs}
+    inputs = graph_inputs(spec, feed)
     outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))     # shapes; warm-up
     io = sess.io_binding()
     for name, arr in inputs.items():
@@ -64,7 +78,6 @@ def bound(sess, spec, feed: dict[str, np.ndarray]):
 
 
 def time_steps(packages: list[str], steps: int = 300, seed: int = 0) -> dict:
-    from hiergen.runtime.backend import SINGLE_THREAD_BELOW, session
     from hiergen.runtime.package import open_package
     from hiergen.runtime.plan import stage_batches
     stages = stage_batches(open_package(packages[0]).plan)
@@ -74,9 +87,7 @@ def time_steps(packages: list[str], steps: int = 300, seed: int = 0) -> dict:
         model, batch = stages[stage]
         runs = []
         for p in packages:
-            m = open_package(p)
-            spec = m.fragments[m.fragment(model, "step").decode]
-            sess = session(Path(p), spec, ["CPUExecutionProvider"], 1 if batch < SINGLE_THREAD_BELOW else None)
+            sess, spec = decode_session(p, model, batch)
             runs.append((p, sess, bound(sess, spec, feed)))
         for _ in range(max(1, steps // BLOCK)):
             for p, sess, io in runs:
@@ -97,7 +108,6 @@ def profile_ops(packages: list[str], stage: str, steps: int = 300, seed: int = 0
     optimisation. The profiler's own cost inflates every node alike: compare shares, not the step."""
     import tempfile
     from collections import Counter
-    from hiergen.runtime.backend import SINGLE_THREAD_BELOW, session
     from hiergen.runtime.package import open_package
     from hiergen.runtime.plan import stage_batches
     stages = stage_batches(open_package(packages[0]).plan)
@@ -108,11 +118,8 @@ def profile_ops(packages: list[str], stage: str, steps: int = 300, seed: int = 0
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, p in enumerate(packages):
-            m = open_package(p)
-            spec = m.fragments[m.fragment(model, "step").decode]
-            sess = session(Path(p), spec, ["CPUExecutionProvider"], 1 if batch < SINGLE_THREAD_BELOW else None,
-                           profile=str(Path(tmp) / f"p{i}"))
-            inputs = {t.name: np.ascontiguousarray(feed[t.name], np.dtype(t.dtype)) for t in spec.inputs}
+            sess, spec = decode_session(p, model, batch, profile=str(Path(tmp) / f"p{i}"))
+            inputs = graph_inputs(spec, feed)
             for _ in range(steps):
                 sess.run(None, inputs)
             events = json.loads(Path(sess.end_profiling()).read_text())

@@ -250,15 +250,12 @@ def test_isolated_step_timing_covers_every_stage_at_its_batch(packages):
     """calibration/speed.py times each stage's decode graph at the batch the plan runs it (guided stages
     doubled), and its bound outputs are the graph's outputs for the captured feed."""
     from hiergen.calibration import speed
-    from hiergen.runtime.backend import session
     from hiergen.runtime.package import open_package
     from hiergen.runtime.plan import stage_batches
-    m = open_package(DEFAULT_PACKAGE)
-    stages = stage_batches(m.plan)
+    stages = stage_batches(open_package(DEFAULT_PACKAGE).plan)
     feeds = speed.step_inputs(str(DEFAULT_PACKAGE), stages)
     assert {s: f["tokens"].shape[0] for s, f in feeds.items()} == {s: b for s, (_, b) in stages.items()}
-    spec = m.fragments[m.fragment("keyframe", "step").decode]
-    sess = session(DEFAULT_PACKAGE, spec, ["CPUExecutionProvider"], 1)
+    sess, spec = speed.decode_session(str(DEFAULT_PACKAGE), *stages["keyframe"])
     io = speed.bound(sess, spec, feeds["keyframe"])
     expected = sess.run(None, {t.name: feeds["keyframe"][t.name] for t in spec.inputs})
     first = io._keep[1][sess.get_outputs()[0].name]
