@@ -63,8 +63,9 @@ def graph_inputs(spec, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def bound(sess, spec, feed: dict[str, np.ndarray]):
-    """An IO binding of `feed` (cast to the graph's input dtypes) and of host output buffers, as the
-    runtime's arena binds a decode step: the timed run neither converts inputs nor allocates outputs."""
+    """(IO binding, input buffers, output buffers): `feed` (cast to the graph's input dtypes) and host output
+    buffers bound as the runtime's arena binds a decode step, so the timed run neither converts inputs nor
+    allocates outputs. Keep the buffers as long as the binding: it holds their addresses, not them."""
     from hiergen.runtime.arena import _bind_host
     inputs = graph_inputs(spec, feed)
     outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))     # shapes; warm-up
@@ -73,8 +74,7 @@ def bound(sess, spec, feed: dict[str, np.ndarray]):
         _bind_host(io.bind_input, name, arr)
     for name, arr in outputs.items():
         _bind_host(io.bind_output, name, arr)
-    io._keep = (inputs, outputs)                                 # the buffers live as long as the binding
-    return io
+    return io, inputs, outputs
 
 
 def time_steps(packages: list[str], steps: int = 300, seed: int = 0) -> dict:
@@ -88,9 +88,9 @@ def time_steps(packages: list[str], steps: int = 300, seed: int = 0) -> dict:
         runs = []
         for p in packages:
             sess, spec = decode_session(p, model, batch)
-            runs.append((p, sess, bound(sess, spec, feed)))
+            runs.append((p, sess, *bound(sess, spec, feed)))
         for _ in range(max(1, steps // BLOCK)):
-            for p, sess, io in runs:
+            for p, sess, io, *_buffers in runs:
                 for i in range(BLOCK + 1):              # the first step of a block reloads the caches: not timed
                     t = time.perf_counter()
                     sess.run_with_iobinding(io)
@@ -112,7 +112,7 @@ def profile_ops(packages: list[str], stage: str, steps: int = 300, seed: int = 0
     from hiergen.runtime.plan import stage_batches
     stages = stage_batches(open_package(packages[0]).plan)
     if stage not in stages:
-        raise SystemExit(f"--profile {stage!r}: choose one of {', '.join(stages)}")
+        raise ValueError(f"--profile {stage!r}: choose one of {', '.join(stages)}")
     model, batch = stages[stage]
     feed = step_inputs(packages[0], {stage: stages[stage]}, seed)[stage]
     out = {}
@@ -168,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: kernel time per op type of this stage's decode graph (t2i, keyframe, interp1...)")
     a = p.parse_args(argv)
     if a.profile:
-        r = profile_ops(a.packages, a.profile, a.steps)
+        try:
+            r = profile_ops(a.packages, a.profile, a.steps)
+        except ValueError as e:
+            p.error(str(e))
         text = profile_markdown(r)
     else:
         r = time_steps(a.packages, a.steps)
