@@ -19,14 +19,14 @@ import warnings
 from hiergen.calibration.capture import STAGES, Tape, TapeRecorder, replay
 
 
-def agreement(reference: str, packages: list[str], n_prompts: int = 8, frames: int = 33) -> dict:
+def agreement(reference: str, packages: list[str], n_prompts: int = 8, frames: int = 33, split: str = "test") -> dict:
     """{package: {"precision", "stages": {stage: {"positions", "top1_agree", "top1", "max_logit_diff"}}}}"""
     from hiergen.runtime.pipeline import Pipeline
     from hiergen.synth import caption_for, seeds_for_split
 
     ref = Pipeline.load(reference, backend="cpu")
     others = {p: Pipeline.load(p, backend="cpu") for p in packages}
-    seeds = seeds_for_split("test", n_prompts)
+    seeds = seeds_for_split(split, n_prompts)
     totals: dict[str, dict[str, dict]] = {p: {} for p in packages}
     for seed in seeds:
         tapes = {k: Tape(k) for k in ref.models}
@@ -51,13 +51,14 @@ def agreement(reference: str, packages: list[str], n_prompts: int = 8, frames: i
         out[p] = {"precision": others[p].manifest.precision, "stages": st,
                   "top1_all": sum(s["top1_agree"] for s in st.values()) / allpos,
                   "max_logit_diff": max(s["max_logit_diff"] for s in st.values())}
-    return {"reference": reference, "prompts": n_prompts, "split": "test", "frames": frames, "packages": out}
+    return {"reference": reference, "prompts": n_prompts, "split": split, "frames": frames, "packages": out}
 
 
 def markdown(result: dict) -> str:
     stages = list(next(iter(result["packages"].values()))["stages"])
     lines = [f"Next-token agreement with {result['reference']} (fp32) under teacher forcing: "
-             f"{result['prompts']} held-out prompts, {result['frames']} frames; top-1 agreement % "
+             f"{result['prompts']} {'held-out' if result['split'] == 'test' else result['split']} prompts, "
+             f"{result['frames']} frames; top-1 agreement % "
              "(max |logit difference|)", "",
              "| package | precision | " + " | ".join(stages) + " | all |",
              "|---|---|" + "---:|" * (len(stages) + 1)]

@@ -58,7 +58,7 @@ def agreement(args) -> int:
     from hiergen.runtime.pipeline import DEFAULT_PACKAGE
     if args.prompts < 1:
         raise UsageError(f"--prompts needs at least 1 prompt, got {args.prompts}")
-    r = ag.agreement(str(args.reference or DEFAULT_PACKAGE), args.packages, args.prompts)
+    r = ag.agreement(str(args.reference or DEFAULT_PACKAGE), args.packages, args.prompts, split=args.split)
     text = ag.markdown(r)
     print(text)
     if args.json:

@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "scores the keyframe model alone")
     s.add_argument("--jobs", type=int, default=None, help="--prompts: worker processes (default: all cores)")
     s.add_argument("--samples", help="--prompts: write a contact sheet of the first 6 hierarchical videos here")
-    s.add_argument("--split", choices=("train", "val", "test", "all"), default="all", help="split of --clips (default all)")
+    s.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
+                   help="split of --clips (default all); with --prompts, the split whose prompts and seeds are "
+                        "generated (default test; val to choose between packages without looking at test)")
     s.add_argument("--mp4-roundtrip", action="store_true", help="encode and decode every clip as MP4 first")
     s.add_argument("--vqvae", help="pass every frame through this tokenizer checkpoint (encode, decode) first; "
                                    "needs PyTorch")
@@ -449,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("packages", nargs="+", help="packages to compare with the reference")
     s.add_argument("--reference", default=None, help="the fp32 package (default: the shipped models/default)")
     s.add_argument("--prompts", type=int, default=8, help="held-out test prompts (default 8)")
+    s.add_argument("--split", choices=("val", "test"), default="test",
+                   help="whose prompts and seeds: test (the reported figures) or val (to choose between packages)")
     s.add_argument("--json", help="write the result as JSON here")
     s.add_argument("--markdown", help="write the table as markdown here")
 

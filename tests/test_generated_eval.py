@@ -159,10 +159,29 @@ def no_generation(monkeypatch):
     (["--prompts", "2", "--ablation", "hierarchical=pkg"], "taken by the report"),
     (["--prompts", "2", "--ablation", "source=pkg"], "taken by the report"),
     (["--prompts", "2", "--ablation", "x=a", "--ablation", "x=b"], "given twice"),
+    (["--prompts", "2", "--split", "train"], "val or test"),
 ])
 def test_bad_arguments(argv, fragment, no_generation, capsys):
     assert main(["eval", *argv]) == 2
     assert fragment in capsys.readouterr().err
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_split_val_generates_validation_prompts(monkeypatch):
+    seen = {}
+
+    def record(methods, n_prompts, jobs=None, n_samples=6, split="test"):
+        seen["seeds"] = generated_eval.seeds_for_split(split, n_prompts)
+        raise _Stop                                              # stop before any video
+    monkeypatch.setattr(generated_eval, "run", record)
+    for split in ("val", None):
+        with pytest.raises(_Stop):
+            main(["eval", "--prompts", "3"] + (["--split", split] if split else []))
+        assert seen["seeds"] == generated_eval.seeds_for_split(split or "test", 3)
+    assert generated_eval.seeds_for_split("val", 3) != generated_eval.seeds_for_split("test", 3)
 
 
 @pytest.mark.parametrize("flag", ["--json", "--markdown", "--plot", "--samples"])

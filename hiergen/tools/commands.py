@@ -14,7 +14,7 @@ def eval(args) -> int:          # noqa: A001  (the command's name)
     if args.prompts is not None:
         return _eval_generated(args)
     from hiergen.tools.evaluation import run_clip_eval
-    return run_clip_eval(clips_dir=args.clips, n_synth=args.synth, split=args.split,
+    return run_clip_eval(clips_dir=args.clips, n_synth=args.synth, split=args.split or "all",
                          mp4_roundtrip=args.mp4_roundtrip, vqvae=args.vqvae, size=args.size, textured=args.textured,
                          json_path=args.json, plot_path=args.plot, markdown_path=args.markdown)
 
@@ -25,6 +25,10 @@ def _eval_generated(args) -> int:
         raise UsageError(f"--prompts needs a positive number of prompts, got {args.prompts}")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs needs at least 1 worker process, got {args.jobs}")
+    split = args.split or "test"
+    if split not in ("val", "test"):
+        raise UsageError(f"--prompts generates val or test prompts (training captions would score what the model "
+                         f"was fitted to); got --split {split}")
     ablations = {}
     for a in args.ablation or []:
         name, sep, pkg = a.partition("=")
@@ -42,7 +46,7 @@ def _eval_generated(args) -> int:
             check_writable(out)
     return run_generated_eval(args.model, args.prompts, args.baseline, ablations, args.jobs,
                               args.true_keyframes, args.json, args.markdown, args.plot, args.samples,
-                              keyframes_alone=args.keyframes_alone)
+                              keyframes_alone=args.keyframes_alone, split=split)
 
 
 def bench(args) -> int:

@@ -110,9 +110,9 @@ def _task(job):
 
 
 # ------------------------------------------------------------ driver
-def run(methods: list[Method], n_prompts: int, jobs: int | None = None, n_samples: int = 6):
+def run(methods: list[Method], n_prompts: int, jobs: int | None = None, n_samples: int = 6, split: str = "test"):
     """Reports per method (plus ceiling and floor) and sample frames of the first prompts per method."""
-    seeds = seeds_for_split("test", n_prompts)
+    seeds = seeds_for_split(split, n_prompts)
     captions = [str(caption_for(s)) for s in seeds]
     work = [(m, c, s, i < n_samples) for m in methods for i, (c, s) in enumerate(zip(captions, seeds))]
     reports: dict[str, dict[int, object]] = {m.name: {} for m in methods}
@@ -158,19 +158,19 @@ def run_generated_eval(model: str | None, n_prompts: int, baseline: str | None =
                        true_keyframes: bool = False,
                        json_path: str | None = None, markdown_path: str | None = None,
                        plot_path: str | None = None, samples_path: str | None = None, *,
-                       keyframes_alone: bool = False) -> int:
+                       keyframes_alone: bool = False, split: str = "test") -> int:
     from hiergen.fileio import write_json, write_text
     methods = methods_for(model, baseline, ablations or {}, true_keyframes, keyframes_alone)
     for m in methods:                            # fail before minutes of work, with the package's own message
         from hiergen.runtime.package import open_package
         from hiergen.runtime.pipeline import DEFAULT_PACKAGE
         open_package(m.package or DEFAULT_PACKAGE)
-    reports, samples, captions = run(methods, n_prompts, jobs)
+    reports, samples, captions = run(methods, n_prompts, jobs, split=split)
     table = format_table(reports) + "\n\n" + "\n".join(summary_lines(reports))
     print(table)
     if json_path:
         write_json(json_path, {**{k: r.to_json() for k, r in reports.items()},
-                               "source": {"prompts": n_prompts, "split": "test", "frames": FRAMES,
+                               "source": {"prompts": n_prompts, "split": split, "frames": FRAMES,
                                           "methods": [vars(m) for m in methods]}})
         print(f"wrote {json_path}")
     if markdown_path:
@@ -180,7 +180,8 @@ def run_generated_eval(model: str | None, n_prompts: int, baseline: str | None =
         from hiergen.plots import line_plot
         series = {k: (list(range(1, len(r.by_frame) + 1)), list(r.by_frame)) for k, r in reports.items()
                   if "shuffled" not in k}
-        line_plot(series, plot_path, f"generated videos, {n_prompts} held-out prompts: frames showing one object "
+        which = "held-out" if split == "test" else split
+        line_plot(series, plot_path, f"generated videos, {n_prompts} {which} prompts: frames showing one object "
                   "of the caption's colour, shape and size", "frame", "fraction correct", ylim=(0.0, 1.0))
         print(f"wrote {plot_path}")
     if samples_path:
