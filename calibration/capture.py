@@ -1,7 +1,7 @@
 """Activations captured through the runtime while it generates: the calibration set, and the tapes the
 next-token agreement check replays.
 
-    prompts = calibration_prompts(8, seed=0)                 # training-split captions only
+    prompts = calibration_prompts(16, seed=0)                # training-split captions, every word held
     samples = capture("models/default", prompts, seed=0)     # fragment name -> [feeds], every graph
 
 Calibration data is real generation, not random tensors: the fp32 package
@@ -26,22 +26,43 @@ from hiergen.runtime.manifest import Manifest
 
 Feeds = dict[str, np.ndarray]
 SPLIT = "train"                  # calibration prompts come from the training split only, never val or test
+DEFAULT_PROMPTS = 16             # enough to hold every caption word (8 colours need 8 prompts) and then some
 
 
 def calibration_prompts(n: int, seed: int) -> list[str]:
-    """n distinct captions of training-split clips, drawn with `seed` (never a held-out colour/shape pair:
-    training clips have none; never the test split, whose prompts `hiergen eval --prompts` scores)."""
+    """n distinct captions of training-split clips, drawn with `seed`, that hold every caption word first
+    (never a held-out colour/shape pair: training clips have none; never the test split, whose prompts
+    `hiergen eval --prompts` scores).
+
+    The static int8 ranges (the prefill graphs, which read each prompt's words once) are fitted to what
+    calibration reads: a colour or shape word no prompt holds meets ranges fitted without it, and its
+    activations are clipped. So each draw takes the caption holding the most words no earlier prompt holds
+    (the seeded order breaks ties) until every word is held or n are drawn; the rest follow the seeded
+    order. `uncovered` says which words a set of prompts lacks."""
     from hiergen.synth import caption_for, seeds_for_split
     rng = np.random.default_rng([seed, 0xCA1])
-    pool = seeds_for_split(SPLIT, max(20 * n, 200))
+    pool = seeds_for_split(SPLIT, max(20 * n, 400))
+    rest = list(dict.fromkeys(str(caption_for(int(s))) for s in rng.permutation(pool)))
+    if len(rest) < n:
+        raise ValueError(f"only {len(rest)} distinct training captions among {len(pool)} clips; ask for fewer "
+                         "prompts")
     out: list[str] = []
-    for s in rng.permutation(pool):
-        c = str(caption_for(int(s)))
-        if c not in out:
-            out.append(c)
-        if len(out) == n:
-            return out
-    raise ValueError(f"only {len(out)} distinct training captions among {len(pool)} clips; ask for fewer prompts")
+    missing = set(uncovered([]))
+    while len(out) < n and missing:
+        best = max(rest, key=lambda c: len(missing.intersection(c.split())))     # first of the best: seeded
+        if not missing.intersection(best.split()):
+            break                                     # the pool holds no missing word (not with 400 clips)
+        out.append(best)
+        rest.remove(best)
+        missing.difference_update(best.split())
+    return out + rest[:n - len(out)]
+
+
+def uncovered(prompts: list[str]) -> list[str]:
+    """The caption words (hiergen.captions.VOCABULARY, in its order) that none of `prompts` holds."""
+    from hiergen.captions import VOCABULARY
+    held = {w for p in prompts for w in p.lower().split()}
+    return [w for w in VOCABULARY if w not in held]
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:

@@ -8,7 +8,7 @@ from hiergen.errors import UsageError
 
 
 def quantize(args) -> int:
-    from hiergen.calibration.capture import read_prompts
+    from hiergen.calibration.capture import DEFAULT_PROMPTS, read_prompts
     from hiergen.runtime.manifest import Precision
     from hiergen.calibration.quantize import quantize_package
 
@@ -24,8 +24,9 @@ def quantize(args) -> int:
             raise UsageError(str(e)) from None
     if args.calibration is not None and args.calibration < 1:
         raise UsageError(f"--calibration needs at least 1 prompt, got {args.calibration}")
-    out = quantize_package(args.package, args.out, precision, prompts=prompts, n_prompts=args.calibration or 8,
-                           seed=args.seed, keep=args.samples, force=args.force,
+    out = quantize_package(args.package, args.out, precision, prompts=prompts,
+                           n_prompts=args.calibration or DEFAULT_PROMPTS, seed=args.seed, keep=args.samples,
+                           force=args.force, smooth_alpha=args.smooth,
                            log=None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True)))
     print(f"wrote {out} ({precision.value})")
     return 0

@@ -21,7 +21,8 @@ The flavours (docs/precision.md has the measurements):
   uint8 asymmetric activations from the calibration ranges, int8 per-channel
   weights) for the prefill graphs and the VQ-VAE, whose large activations
   made per-call quantisation cost more than it saved (and ONNX Runtime's
-  dynamic quantiser leaves Convs in float).
+  dynamic quantiser leaves Convs in float). Its LayerNorm -> MatMul pairs
+  are smoothed first (calibration/smooth.py; SMOOTHING).
 - int8-qdq: static Q/DQ, int8 symmetric activations and weights (zero points
   0), per-channel weights: explicit quantisation as TensorRT 10's strongly
   typed networks and TensorRT 11 require; plus a calibration table per
@@ -50,7 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hiergen.calibration.capture import SPLIT, calibration_prompts, capture
+from hiergen.calibration.capture import DEFAULT_PROMPTS, SPLIT, calibration_prompts, capture, uncovered
+from hiergen.calibration.smooth import smooth, smoothing_scales
 from hiergen.runtime.manifest import Precision, PrecisionError
 from hiergen.fileio import hash_file, temp_dir_beside
 from hiergen.runtime.manifest import (FRAGMENTS, CalibrationSpec, FragmentSpec, Manifest, QuantizationSpec,
@@ -65,6 +67,10 @@ from hiergen.runtime.package import open_package, sha256
 INT8_CPU_METHODS = {"decode": "dynamic", "step": "dynamic", "prefill": "static", "encoder": "static",
                     "decoder": "static"}
 INT8_CPU_METHOD = "mixed"
+# LayerNorm -> MatMul smoothing's alpha per flavour (calibration/smooth.py), chosen on next-token agreement over
+# 32 validation prompts (docs/precision.md, "Smoothing"): int8-cpu's per-call activation ranges gain from it
+# (96.1% without, 96.7% at 0.5, 96.9% at 0.75); int8-qdq's fixed symmetric ranges lose (96.5, 96.3, 96.0).
+SMOOTHING = {Precision.INT8_CPU: 0.75, Precision.INT8_QDQ: 0.0}
 FLOAT_OPS = ("Softmax", "LayerNormalization", "Gelu", "attention MatMuls (activation x activation)", "logits head")
 CALIBRATION_TABLES = "calibration"         # the int8-qdq package's folder of per-fragment TensorRT EP tables
 
@@ -89,13 +95,15 @@ _DYNAMIC = "dynamic (int8 per-channel weights, activations quantised per call)"
 _STATIC = "static Q/DQ (uint8 asymmetric activations, int8 per-channel weights)"
 
 
-def method_of(precision: Precision, int8_cpu: str = INT8_CPU_METHOD) -> str:
+def method_of(precision: Precision, int8_cpu: str = INT8_CPU_METHOD, alpha: float = 0.0) -> str:
     roles = ("decode", "step", "prefill", "encoder", "decoder")
+    smoothing = (f"; LayerNorm -> MatMul channels smoothed first (alpha {alpha:g})"
+                 if precision.int8 and alpha else "")
     return {Precision.FP16: "fp16 (onnxruntime.transformers.float16), float32 where FLOAT_OPS",
             Precision.INT8_CPU: "; ".join(f"{r}: {_DYNAMIC if int8_cpu_method(r, int8_cpu) == 'dynamic' else _STATIC}"
                                           for r in roles),
             Precision.INT8_QDQ: "static Q/DQ: int8 symmetric activations and per-channel weights (zero points 0)"
-            }[precision]
+            }[precision] + smoothing
 
 
 def needs_calibration(precision: Precision) -> bool:
@@ -200,8 +208,10 @@ class FeedReader:
 
 # ------------------------------------------------------------ one fragment
 def convert_fragment(src: Path, spec: FragmentSpec, precision: Precision, feeds: list[dict] | None,
-                     work: Path, table_dir: Path | None = None, int8_cpu: str = INT8_CPU_METHOD):
-    """The fragment's graph at `precision` as an in-memory ModelProto (initializers inline)."""
+                     work: Path, table_dir: Path | None = None, int8_cpu: str = INT8_CPU_METHOD,
+                     scales: dict[str, np.ndarray] | None = None):
+    """The fragment's graph at `precision` as an in-memory ModelProto (initializers inline). int8: `scales`
+    (smoothing_scales' entry for the fragment's model) are folded in before quantisation."""
     import onnx
     path = src / spec.file
     proto = onnx.load(str(path))                               # with its external data from the package
@@ -216,6 +226,8 @@ def convert_fragment(src: Path, spec: FragmentSpec, precision: Precision, feeds:
         return toposort(proto)               # the converter appends some of its Casts after their consumers
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     exclude = head + activation_matmuls(proto)
+    if scales:
+        smooth(proto, scales, set(head))
     out = work / spec.file
     inline = work / f"fp32_{spec.file}"
     onnx.save_model(proto, str(inline))                        # self-contained: the quantiser reads one file
@@ -281,18 +293,23 @@ def _refuse_existing(out: Path, force: bool) -> None:
 
 
 def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: Precision | str,
-                     prompts: list[str] | None = None, n_prompts: int = 8, seed: int = 0, keep: int = 24,
-                     force: bool = False, log: Callable[[str], None] | None = None,
-                     int8_cpu: str = INT8_CPU_METHOD) -> Path:
+                     prompts: list[str] | None = None, n_prompts: int = DEFAULT_PROMPTS, seed: int = 0,
+                     keep: int = 24, force: bool = False, log: Callable[[str], None] | None = None,
+                     int8_cpu: str = INT8_CPU_METHOD, smooth_alpha: float | None = None) -> Path:
     """Write package `out`: package `src` (fp32) at `precision`. prompts: the calibration captions (default:
     n_prompts drawn from the training split with `seed`). Raises PrecisionError / PackageError; an interrupt
     raises QuantizeInterrupted. Nothing is left at `out` (or beside it) unless the whole package was written.
-    int8_cpu: "mixed" (INT8_CPU_METHODS), or "dynamic" / "static" for every transformer graph (the A/B)."""
+    int8_cpu: "mixed" (INT8_CPU_METHODS), or "dynamic" / "static" for every transformer graph (the A/B).
+    smooth_alpha: int8 only, the LayerNorm -> MatMul smoothing's alpha (calibration/smooth.py); None: the
+    flavour's (SMOOTHING); 0: off."""
     precision = Precision.parse(precision) if isinstance(precision, str) else precision
     if int8_cpu not in ("mixed", "dynamic", "static"):
         raise PrecisionError(f"int8_cpu is 'mixed', 'dynamic' or 'static', not {int8_cpu!r}")
+    if smooth_alpha is not None and not 0.0 <= smooth_alpha <= 1.0:
+        raise PrecisionError(f"the smoothing alpha (--smooth) is between 0 (off) and 1, not {smooth_alpha}")
     if precision is Precision.FP32:
         raise PrecisionError("fp32 is the exported package itself: choose fp16, int8-cpu or int8-qdq")
+    smooth_alpha = SMOOTHING.get(precision, 0.0) if smooth_alpha is None else smooth_alpha
     missing = [m for m in ("onnx", "onnxruntime.quantization") if importlib.util.find_spec(m.split(".")[0]) is None]
     if missing:
         raise PrecisionError(f"hiergen quantize needs {', '.join(missing)}: pip install 'hiergen[train]'")
@@ -306,7 +323,7 @@ def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: 
     check_source(manifest, src)
     _refuse_existing(out, force)
     say = log or (lambda s: None)
-    calibration, samples = None, {}
+    calibration, samples, scales = None, {}, {}
     if needs_calibration(precision):
         if prompts is None:
             prompts = calibration_prompts(n_prompts, seed)
@@ -319,12 +336,20 @@ def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: 
     try:
         if needs_calibration(precision):
             say(f"calibration: generating {len(prompts)} training-split prompts through the runtime (seed {seed})")
+            lacking = uncovered(prompts)
+            if lacking:
+                say(f"warning: no calibration prompt holds {', '.join(lacking)}; the static int8 ranges are "
+                    "fitted without them, so prompts with these words may lose accuracy (add captions that "
+                    "hold them)")
             samples = capture(src, prompts, seed, keep=keep)
             empty = [f for f in FRAGMENTS if not samples.get(f)]
             if empty:
                 raise PrecisionError(f"the calibration set has no inputs for {', '.join(empty)}: calibrate with "
                                      "prompts that generate whole videos (training captions)")
             calibration = CalibrationSpec(SPLIT, seed, tuple(prompts), {f: len(samples[f]) for f in FRAGMENTS})
+            if smooth_alpha:
+                say(f"smoothing LayerNorm -> MatMul channels (alpha {smooth_alpha:g})")
+                scales = smoothing_scales(_transformer_graphs(src, manifest), samples, smooth_alpha)
         weights = SharedWeights(tmp / manifest.weights.file)
         tables = tmp / CALIBRATION_TABLES if precision is Precision.INT8_QDQ else None
         fragments = {}
@@ -332,7 +357,8 @@ def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: 
             spec = manifest.fragments[name]
             say(f"{name}: {precision.value}")
             with _quiet_root_logger():
-                proto = convert_fragment(src, spec, precision, samples.get(name), work, tables, int8_cpu)
+                proto = convert_fragment(src, spec, precision, samples.get(name), work, tables, int8_cpu,
+                                         scales.get(spec.model))
             read = read_bytes(proto)
             weight_bytes = weights.externalise(proto, int8=precision.int8)
             onnx.save_model(proto, str(tmp / spec.file))
@@ -344,8 +370,8 @@ def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: 
                 outputs=tuple(TensorSpec(t.name, dtypes[t.name], t.shape) for t in spec.outputs))
         weights.close()
         q = QuantizationSpec(precision=precision.value, source_package_sha256=package_sha256(src),
-                             method=method_of(precision, int8_cpu), float_ops=FLOAT_OPS, calibration=calibration,
-                             tables=_tables(tmp, tables))
+                             method=method_of(precision, int8_cpu, smooth_alpha), float_ops=FLOAT_OPS,
+                             calibration=calibration, tables=_tables(tmp, tables))
         m = replace(manifest, fragments=fragments, quantization=q,
                     weights=WeightsSpec(weights.path.name, sha256(weights.path), weights.size, weights.referenced))
         (tmp / "manifest.json").write_text(json.dumps(m.to_dict(), indent=1) + "\n")
@@ -356,6 +382,17 @@ def quantize_package(src: str | os.PathLike, out: str | os.PathLike, precision: 
         shutil.rmtree(work, ignore_errors=True)
         if tmp.exists():
             shutil.rmtree(tmp)
+    return out
+
+
+def _transformer_graphs(src: Path, manifest: Manifest) -> dict[str, tuple]:
+    """{fragment: (model, fp32 ModelProto, its logits head's node names)} for every transformer graph."""
+    import onnx
+    out = {}
+    for name, spec in manifest.fragments.items():
+        if spec.kv_cache is not None:
+            proto = onnx.load(str(src / spec.file))
+            out[name] = (spec.model, proto, set(logits_head(proto, spec.outputs[0].name)))
     return out
 
 

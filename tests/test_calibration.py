@@ -45,6 +45,56 @@ def test_calibration_prompts_are_training_captions_drawn_by_seed():
     assert set(a) <= train and not any(parse(p).held_out for p in a + b)
 
 
+def test_calibration_prompts_hold_every_caption_word_first():
+    from hiergen.calibration.capture import uncovered
+    from hiergen.captions import COLOURS, SHAPES
+    for seed in range(3):
+        assert uncovered(calibration_prompts(8, seed)) == []                 # 8 colours: one prompt each
+    assert uncovered(calibration_prompts(2, 0)) != []
+    assert set(uncovered(["a small red circle moves left slowly"])) >= (set(COLOURS) - {"red"}) | set(SHAPES[1:])
+
+
+def _ln_matmul_graph(gain: np.ndarray, w: np.ndarray, extra_reader: bool = False):
+    """x [B, C] -> LayerNorm(gain, 0.1) -> MatMul w -> y (and, with extra_reader, the LayerNorm's output + 1)."""
+    from onnx import TensorProto, helper, numpy_helper
+    c, n = w.shape
+    nodes = [helper.make_node("LayerNormalization", ["x", "g", "b"], ["h"], axis=-1, name="ln"),
+             helper.make_node("MatMul", ["h", "w"], ["y"], name="mm")]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", n])]
+    if extra_reader:
+        nodes.append(helper.make_node("Add", ["h", "g"], ["z"], name="add"))
+        outs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["B", c]))
+    inits = [numpy_helper.from_array(gain.astype(np.float32), "g"),
+             numpy_helper.from_array(np.full(c, 0.1, np.float32), "b"), numpy_helper.from_array(w, "w")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", c])], outs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_smoothing_keeps_the_float_function_and_evens_out_the_channels():
+    import onnxruntime as ort
+    from hiergen.calibration.smooth import activation_maxima, smooth, smoothable, smoothing_scales
+    rng = np.random.default_rng(0)
+    gain = np.ones(16)
+    gain[3] = 40.0                                                # one outlier channel, as LayerNorm gains make
+    w = rng.normal(size=(16, 8)).astype(np.float32)
+    proto = _ln_matmul_graph(gain, w)
+    feeds = [{"x": rng.normal(size=(4, 16)).astype(np.float32)} for _ in range(6)]
+    before = activation_maxima(proto, feeds, ["g"])["g"]
+    scales = smoothing_scales({"f": ("m", proto, set())}, {"f": feeds})
+    smoothed = type(proto)()
+    smoothed.CopyFrom(proto)
+    assert smooth(smoothed, scales["m"]) == 1
+    after = activation_maxima(smoothed, feeds, ["g"])["g"]
+    assert after.max() / after.min() < 0.5 * before.max() / before.min()
+    run = [ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]) for p in (proto, smoothed)]
+    for f in feeds:
+        a, b = (r.run(None, f)[0] for r in run)
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    # a LayerNorm read by anything but weight MatMuls, or feeding a node kept float, is left alone
+    assert smoothable(_ln_matmul_graph(gain, w, extra_reader=True)) == {}
+    assert smoothable(proto, keep_float={"mm"}) == {} and list(smoothable(proto)) == ["g"]
+
+
 def test_read_prompts_refuses_held_out_pairs(tmp_path):
     from hiergen.captions import all_captions
     held = next(str(c) for c in all_captions() if c.held_out)
@@ -71,6 +121,7 @@ def test_quantized_package_checks_and_records_its_making(packages, precision):
     if precision.int8:
         cal = m.quantization.calibration
         assert cal.split == "train" and cal.prompts == tuple(calibration_prompts(1, 0))
+        assert ("smoothed" in m.quantization.method) == (q.SMOOTHING[precision] > 0)
         assert set(cal.samples) == set(FRAGMENTS) and all(n > 0 for n in cal.samples.values())
 
 
@@ -148,6 +199,8 @@ def test_fp32_unknown_existing_and_empty_calibration_are_refused(tmp_path, packa
         q.quantize_package(DEFAULT_PACKAGE, packages[Precision.FP16], "fp16")
     with pytest.raises(PrecisionError, match="no calibration set"):
         q.quantize_package(DEFAULT_PACKAGE, tmp_path / "a", "int8-cpu", prompts=[])
+    with pytest.raises(PrecisionError, match="between 0 .off. and 1"):
+        q.quantize_package(DEFAULT_PACKAGE, tmp_path / "a", "int8-cpu", smooth_alpha=2.0)
     assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []
 
 
