@@ -104,7 +104,8 @@ def time_steps(packages: list[str], steps: int = 300, seed: int = 0) -> dict:
 
 def profile_ops(packages: list[str], stage: str, steps: int = 300, seed: int = 0) -> dict:
     """ONNX Runtime's profiler on one stage's decode graph of each package (same captured feed, `steps`
-    runs): per package the kernel time per run of each op type (us), after ONNX Runtime's graph
+    runs, the packages taking turns in blocks of BLOCK as in time_steps, so the machine's drift falls on
+    all alike): per package the kernel time per run of each op type (us), after ONNX Runtime's graph
     optimisation. The profiler's own cost inflates every node alike: compare shares, not the step."""
     import tempfile
     from collections import Counter
@@ -117,11 +118,18 @@ def profile_ops(packages: list[str], stage: str, steps: int = 300, seed: int = 0
     feed = step_inputs(packages[0], {stage: stages[stage]}, seed)[stage]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
+        runs = []
         for i, p in enumerate(packages):
             sess, spec = decode_session(p, model, batch, profile=str(Path(tmp) / f"p{i}"))
-            inputs = graph_inputs(spec, feed)
-            for _ in range(steps):
-                sess.run(None, inputs)
+            runs.append((p, sess, graph_inputs(spec, feed)))
+        done = 0
+        while done < steps:
+            block = min(BLOCK, steps - done)
+            for _, sess, inputs in runs:
+                for _ in range(block):
+                    sess.run(None, inputs)
+            done += block
+        for p, sess, _ in runs:
             events = json.loads(Path(sess.end_profiling()).read_text())
             us, nodes = Counter(), Counter()
             for e in events:
