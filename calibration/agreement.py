@@ -55,9 +55,10 @@ def agreement(reference: str, packages: list[str], n_prompts: int = 8, frames: i
 
 
 def markdown(result: dict) -> str:
+    from hiergen.synth import prompts_word
     stages = list(next(iter(result["packages"].values()))["stages"])
     lines = [f"Next-token agreement with {result['reference']} (fp32) under teacher forcing: "
-             f"{result['prompts']} {'held-out' if result['split'] == 'test' else result['split']} prompts, "
+             f"{result['prompts']} {prompts_word(result['split'])} prompts, "
              f"{result['frames']} frames; top-1 agreement % "
              "(max |logit difference|)", "",
              "| package | precision | " + " | ".join(stages) + " | all |",

@@ -58,6 +58,10 @@ def smoothable(proto, keep_float: frozenset[str] | set[str] = frozenset()) -> di
     return out
 
 
+def _keep_max(into: dict[str, np.ndarray], key: str, m: np.ndarray) -> None:
+    into[key] = np.maximum(into[key], m) if key in into else m
+
+
 def _layer_norms(proto) -> dict[str, object]:
     return {n.input[1]: n for n in proto.graph.node if n.op_type == "LayerNormalization"}
 
@@ -79,8 +83,7 @@ def activation_maxima(proto, feeds: list[dict], names: list[str]) -> dict[str, n
     out: dict[str, np.ndarray] = {}
     for f in feeds:
         for key, y in zip(names, sess.run(wanted, {k: f[k] for k in inputs})):
-            m = np.abs(y.reshape(-1, y.shape[-1])).max(axis=0)
-            out[key] = np.maximum(out[key], m) if key in out else m
+            _keep_max(out, key, np.abs(y.reshape(-1, y.shape[-1])).max(axis=0))
     return out
 
 
@@ -99,12 +102,10 @@ def smoothing_scales(protos: dict[str, tuple[str, object, set[str]]], samples: d
         inits = {t.name: t for t in proto.graph.initializer}
         for key, users in ok.items():
             w = np.max([np.abs(numpy_helper.to_array(inits[u.input[1]])).max(axis=1) for u in users], axis=0)
-            d = wmax.setdefault(model, {})
-            d[key] = np.maximum(d[key], w) if key in d else w
+            _keep_max(wmax.setdefault(model, {}), key, w)
         if samples.get(name) and ok:
             for key, m in activation_maxima(proto, samples[name], list(ok)).items():
-                d = act.setdefault(model, {})
-                d[key] = np.maximum(d[key], m) if key in d else m
+                _keep_max(act.setdefault(model, {}), key, m)
     out: dict[str, dict[str, np.ndarray]] = {}
     for model, d in act.items():
         for key, a in d.items():

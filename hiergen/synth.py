@@ -168,3 +168,8 @@ def seeds_for_split(split: str, n: int, start: int = 0) -> list[int]:
             out.append(s)
         s += 1
     return out
+
+
+def prompts_word(split: str) -> str:
+    """How reports name a split's prompts: "held-out" for the test split, the split's name otherwise."""
+    return "held-out" if split == "test" else split

@@ -27,7 +27,7 @@ import numpy as np
 from hiergen.analyze import EvalReport, analyze_clip, format_table, score_reports, shuffled_captions
 from hiergen.clip import Clip
 from hiergen.progress import progress
-from hiergen.synth import caption_for, render, seeds_for_split
+from hiergen.synth import caption_for, prompts_word, render, seeds_for_split
 
 FRAMES = 33
 
@@ -180,8 +180,7 @@ def run_generated_eval(model: str | None, n_prompts: int, baseline: str | None =
         from hiergen.plots import line_plot
         series = {k: (list(range(1, len(r.by_frame) + 1)), list(r.by_frame)) for k, r in reports.items()
                   if "shuffled" not in k}
-        which = "held-out" if split == "test" else split
-        line_plot(series, plot_path, f"generated videos, {n_prompts} {which} prompts: frames showing one object "
+        line_plot(series, plot_path, f"generated videos, {n_prompts} {prompts_word(split)} prompts: frames showing one object "
                   "of the caption's colour, shape and size", "frame", "fraction correct", ylim=(0.0, 1.0))
         print(f"wrote {plot_path}")
     if samples_path:
